@@ -1,0 +1,98 @@
+"""Feature maps to token sequences (einops patterns state the shapes) and a 2-D sine encoding."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+__all__ = ["SinePositionalEncoding2D", "from_sequence", "to_sequence", "valid_mask"]
+
+
+def valid_mask(mask: Tensor) -> Tensor:
+    """Bool ``[N, h, w]``, True = valid, from either convention.
+
+    Args:
+        mask: ``[N, h, w]`` bool/long with True/1 = padding (BTTR/CoMER), or ``[N, 1, h, w]`` float
+            with 1 = valid (CAN/SAN).
+    """
+    if mask.dim() == 3:
+        return ~mask.bool()
+    if mask.dim() == 4 and mask.shape[1] == 1:
+        return mask[:, 0] > 0.5
+    raise ValueError(f"mask must be [N, h, w] (True = padding) or [N, 1, h, w] (1 = valid), got {list(mask.shape)}")
+
+
+def to_sequence(feature: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+    """``[N, C, h, w] -> [N, h*w, C]``, and the mask flattened in its own convention.
+
+    Returns:
+        ``(sequence [N, h*w, C], mask [N, h*w] or None)``: a ``[N, h, w]`` mask stays True = padding
+        (ready for ``key_padding_mask``); a ``[N, 1, h, w]`` float mask becomes ``[N, h*w]``, 1 = valid.
+    """
+    if feature.dim() != 4:
+        raise ValueError(f"feature must be [N, C, h, w], got shape {list(feature.shape)}")
+    sequence = rearrange(feature, "b c h w -> b (h w) c")
+    if mask is None:
+        return sequence, None
+    if mask.shape[0] != feature.shape[0] or mask.shape[-2:] != feature.shape[-2:]:
+        raise ValueError(
+            f"mask must be on the feature grid [N, h, w] = {[feature.shape[0], *feature.shape[-2:]]}, "
+            f"got {list(mask.shape)}"
+        )
+    if mask.dim() == 4:
+        return sequence, rearrange(mask, "b 1 h w -> b (h w)")
+    return sequence, rearrange(mask, "b h w -> b (h w)")
+
+
+def from_sequence(sequence: Tensor, height: int, width: int) -> Tensor:
+    """``[N, h*w, C] -> [N, C, h, w]``, the inverse of :func:`to_sequence`."""
+    return rearrange(sequence, "b (h w) c -> b c h w", h=height, w=width)
+
+
+class SinePositionalEncoding2D(nn.Module):
+    """Mask-aware 2-D sine positional encoding (DETR / BTTR ``ImgPosEnc`` kind).
+
+    Positions are cumulative sums of the valid mask along H and W, so padding does not shift them;
+    with ``normalize`` they are scaled to ``[0, scale]`` per image. Half the channels encode y, half x,
+    each as interleaved sin/cos at geometric frequencies.
+
+    Args:
+        channels: output channels (a multiple of 4), usually ``d_model``.
+        temperature: frequency base.
+        normalize: scale positions by each image's valid extent.
+        scale: range of normalized positions.
+    """
+
+    def __init__(self, channels: int, temperature: float = 10000.0, normalize: bool = True, scale: float = 2 * math.pi):
+        super().__init__()
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 4 or channels % 4:
+            raise ValueError(f"channels must be a positive multiple of 4, got {channels!r}")
+        self.channels, self.temperature, self.normalize, self.scale = channels, temperature, normalize, scale
+
+    def forward(self, feature: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """Encoding ``[N, channels, h, w]`` for ``feature [N, C, h, w]`` and its mask (see :func:`valid_mask`)."""
+        n, _, h, w = feature.shape
+        if mask is None:
+            valid = torch.ones((n, h, w), dtype=torch.bool, device=feature.device)
+        else:
+            valid = valid_mask(mask)
+            if list(valid.shape) != [n, h, w]:
+                raise ValueError(f"mask must be on the feature grid [N, h, w] = {[n, h, w]}, got {list(mask.shape)}")
+        y = valid.cumsum(1, dtype=torch.float32)
+        x = valid.cumsum(2, dtype=torch.float32)
+        if self.normalize:
+            eps = 1e-6
+            y = y / (y[:, -1:, :] + eps) * self.scale
+            x = x / (x[:, :, -1:] + eps) * self.scale
+        half = self.channels // 2
+        steps = torch.arange(half, dtype=torch.float32, device=feature.device)
+        frequencies = self.temperature ** (2 * torch.div(steps, 2, rounding_mode="floor") / half)
+        pos_x = x[..., None] / frequencies
+        pos_y = y[..., None] / frequencies
+        pos_x = torch.stack((pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()), dim=4).flatten(3)
+        pos_y = torch.stack((pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()), dim=4).flatten(3)
+        return rearrange(torch.cat((pos_y, pos_x), dim=3), "b h w c -> b c h w").to(feature.dtype)

@@ -1,0 +1,126 @@
+"""The contract arithmetic, in one place.
+
+Every registered backbone maps an image ``[N, C, H, W]`` to ``[N, C_out, ceil(H / sh), ceil(W / sw)]``
+for all ``H, W >= min_input_size``, where ``(sh, sw)`` is its output stride. The helpers here compute
+that size, validate user input, and downsample padding masks so that they land on the same grid::
+
+    >>> output_size(128, 316, (16, 16))
+    (8, 20)
+    >>> output_size(32, 100, (32, 4))
+    (1, 25)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "FeatureInfo",
+    "Pair",
+    "as_pair",
+    "ceil_div",
+    "check_image",
+    "check_mask",
+    "downsample_mask",
+    "output_size",
+]
+
+Pair = Tuple[int, int]
+PairLike = Union[int, Sequence[int]]
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """What one stage (or one output) of a backbone produces.
+
+    Attributes:
+        name: stage name, e.g. ``"stem"``, ``"layer3"``, ``"denseblock2"``.
+        index: stage index; 0 is the stem, then 1, 2, ... for the stages after it.
+        channels: channels of the feature map.
+        stride: ``(sh, sw)``, the total downsampling from the input image.
+        dilation: ``(dh, dw)`` dilation of the stage's 3x3 convolutions (1 unless ``dilate=True``).
+        modules: names of the submodules that make up the stage (for freezing and weight mapping).
+    """
+
+    name: str
+    index: int
+    channels: int
+    stride: Pair
+    dilation: Pair = (1, 1)
+    modules: Tuple[str, ...] = ()
+
+
+def ceil_div(a: int, b: int) -> int:
+    """``ceil(a / b)`` for non-negative ints, exact (no floats)."""
+    return -(-a // b)
+
+
+def output_size(height: int, width: int, stride: Pair) -> Pair:
+    """Output grid ``(ceil(H / sh), ceil(W / sw))`` for an input of ``height x width``."""
+    return ceil_div(height, stride[0]), ceil_div(width, stride[1])
+
+
+def as_pair(value: object, name: str, *, minimum: int = 1) -> Pair:
+    """Normalize an int or a 2-sequence of ints to ``(a, b)``, or raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, tuple, list)):
+        raise TypeError(f"{name} must be an int or a (h, w) tuple of ints, got {value!r}")
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in pair):
+        raise TypeError(f"{name} must be an int or a (h, w) tuple of two ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def check_image(x: Tensor, in_channels: int, min_input_size: int) -> None:
+    """Raise ``TypeError``/``ValueError`` unless ``x`` is ``[N, in_channels, H, W]`` with ``H, W >= min``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor [N, C, H, W], got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"input must be a 4-D tensor [N, {in_channels}, H, W], got shape {tuple(x.shape)}")
+    if x.shape[1] != in_channels:
+        raise ValueError(
+            f"input must have {in_channels} channels ([N, {in_channels}, H, W]), got shape "
+            f"{tuple(x.shape)}; build the backbone with in_channels={x.shape[1]} for this input"
+        )
+    if x.shape[2] < min_input_size or x.shape[3] < min_input_size:
+        raise ValueError(f"input H and W must be >= min_input_size={min_input_size}, got shape {tuple(x.shape)}")
+
+
+def check_mask(mask: Tensor, image_shape: Sequence[int] | None = None) -> None:
+    """Validate a padding mask: bool/int ``[N, H, W]`` or float ``[N, 1, H, W]``.
+
+    ``image_shape`` (``[N, C, H, W]``), when given, must agree with the mask's batch and spatial size.
+    """
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a torch.Tensor [N, H, W] or [N, 1, H, W], got {type(mask).__name__}")
+    if mask.dim() == 4 and mask.shape[1] != 1:
+        raise ValueError(f"mask must be [N, H, W] or [N, 1, H, W], got shape {tuple(mask.shape)}")
+    if mask.dim() not in (3, 4):
+        raise ValueError(f"mask must be [N, H, W] or [N, 1, H, W], got shape {tuple(mask.shape)}")
+    if image_shape is not None:
+        n, h, w = image_shape[0], image_shape[-2], image_shape[-1]
+        if mask.shape[0] != n or mask.shape[-2] != h or mask.shape[-1] != w:
+            raise ValueError(
+                f"mask must match the image's batch and size (N={n}, H={h}, W={w}), "
+                f"got mask shape {tuple(mask.shape)} for image shape {tuple(image_shape)}"
+            )
+
+
+def downsample_mask(mask: Tensor, stride: Pair) -> Tensor:
+    """Padding mask on the output grid: exactly ``mask[..., ::sh, ::sw]`` (dtype and layout kept).
+
+    Args:
+        mask: bool/long ``[N, H, W]`` (True = padding, BTTR/CoMER) or float ``[N, 1, H, W]``
+            (1 = valid, CAN/SAN).
+        stride: ``(sh, sw)``.
+
+    Returns:
+        The mask at ``[N, ceil(H / sh), ceil(W / sw)]`` (or ``[N, 1, ...]``).
+    """
+    check_mask(mask)
+    return mask[..., :: stride[0], :: stride[1]]

@@ -1,0 +1,184 @@
+"""``densenet_hmer``: the DenseNet-B encoder of the WAP/DWAP family (BTTR, CoMER, CAN, ABM, SAN, ...).
+
+Stem: 7x7/2 conv (1 channel in by default) -> [BatchNorm] -> ReLU -> 2x2 max pool (ceil). Then dense
+blocks of bottleneck layers (1x1 conv to 4*growth -> BN -> ReLU -> 3x3 conv to growth -> BN -> ReLU,
+concatenated), separated by transitions (1x1 conv to floor(c * reduction) -> BN -> ReLU -> 2x2 average
+pool, ceil). Dropout ``drop_rate`` (0.2 in the original) follows each ReLU. Defaults give
+48 -> 432 -> 216 -> 600 -> 300 -> 684 channels at /16 and 2,979,288 parameters.
+
+Module names follow the HMER checkpoints under ``features.``: ``conv1``, ``norm1``, ``dense1.0.conv1``,
+``trans1.conv1``, ``post_norm``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .base import Backbone, BackboneConfig, SequentialBackbone
+from .contract import FeatureInfo
+from .layers import CeilAvgPool2d, CeilMaxPool2d, dilate_convs
+from .registry import register_backbone
+
+__all__ = ["DenseNetHMER"]
+
+
+def _dropout(p: float) -> nn.Module:
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
+class _DenseLayer(nn.Module):
+    """``[N, C, H, W] -> [N, C + growth, H, W]``: bottleneck (1x1 then 3x3) or single 3x3 layer."""
+
+    def __init__(self, in_channels: int, growth_rate: int, bottleneck: bool, drop_rate: float) -> None:
+        super().__init__()
+        if bottleneck:
+            inter_channels = 4 * growth_rate
+            self.conv1 = nn.Conv2d(in_channels, inter_channels, kernel_size=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(inter_channels)
+            self.conv2: nn.Module = nn.Conv2d(inter_channels, growth_rate, kernel_size=3, padding=1, bias=False)
+            self.bn2: nn.Module = nn.BatchNorm2d(growth_rate)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, growth_rate, kernel_size=3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(growth_rate)
+            self.conv2 = nn.Identity()
+            self.bn2 = nn.Identity()
+        self.bottleneck = bottleneck
+        self.relu = nn.ReLU(inplace=True)
+        self.dropout = _dropout(drop_rate)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.dropout(self.relu(self.bn1(self.conv1(x))))
+        if self.bottleneck:
+            out = self.dropout(self.relu(self.bn2(self.conv2(out))))
+        return torch.cat((x, out), 1)
+
+
+class _Transition(nn.Sequential):
+    """``[N, C, H, W] -> [N, floor(C * reduction), ceil(H/sh), ceil(W/sw)]``."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: tuple, drop_rate: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.dropout = _dropout(drop_rate)
+        self.pool = CeilAvgPool2d(stride) if stride != (1, 1) else nn.Identity()
+
+
+class DenseNetHMER(SequentialBackbone):
+    """DenseNet-B formula encoder ``[N, 1, H, W] -> [N, 684, ceil(H/16), ceil(W/16)]`` (defaults).
+
+    Args:
+        config: the common build options (``drop_rate``: dropout after each ReLU, 0.2 in the original).
+        growth_rate: channels each dense layer adds (the stem has ``2 * growth_rate``).
+        block_layers: dense layers per block; one stage per block.
+        reduction: channel reduction of the transitions.
+        bottleneck: bottleneck layers (DenseNet-B); ``False`` uses single 3x3 layers.
+        stem_norm: BatchNorm after the stem conv (CoMER, ICAL, TAMER, PosFormer).
+        post_norm: BatchNorm on the output (CoMER, ICAL, TAMER, PosFormer).
+    """
+
+    def __init__(
+        self,
+        config: BackboneConfig,
+        *,
+        growth_rate: int = 24,
+        block_layers: Sequence[int] = (16, 16, 16),
+        reduction: float = 0.5,
+        bottleneck: bool = True,
+        stem_norm: bool = False,
+        post_norm: bool = False,
+    ) -> None:
+        super().__init__(config)
+        _validate(growth_rate, block_layers, reduction, bottleneck, stem_norm, post_norm)
+        native = [(1, 1)] + [(2, 2)] * (len(block_layers) - 1)
+        plan = config.plan(4, native)
+        last = config.last_stage(len(block_layers))
+        channels = 2 * growth_rate
+        features: OrderedDict[str, nn.Module] = OrderedDict()
+        features["conv1"] = nn.Conv2d(config.in_channels, channels, kernel_size=7, stride=2, padding=3, bias=False)
+        stem_modules = ["features.conv1"]
+        if stem_norm:
+            features["norm1"] = nn.BatchNorm2d(channels)
+            stem_modules.append("features.norm1")
+        features["relu1"] = nn.ReLU(inplace=True)
+        features["pool1"] = CeilMaxPool2d((2, 2))
+        stages = [FeatureInfo("stem", 0, channels, plan.stem_stride, modules=tuple(stem_modules))]
+        stage_ends = ["pool1"]
+        for index, (stage_plan, num_layers) in enumerate(zip(plan.stages, block_layers), start=1):
+            if index > last:
+                break
+            modules = []
+            if index > 1:
+                out_channels = int(math.floor(channels * reduction))
+                features[f"trans{index - 1}"] = _Transition(channels, out_channels, stage_plan.stride, config.drop_rate)
+                modules.append(f"features.trans{index - 1}")
+                channels = out_channels
+            layers = []
+            for _ in range(num_layers):
+                layers.append(_DenseLayer(channels, growth_rate, bottleneck, config.drop_rate))
+                channels += growth_rate
+            block = nn.Sequential(*layers)
+            dilate_convs(block, stage_plan.dilation)
+            features[f"dense{index}"] = block
+            modules.append(f"features.dense{index}")
+            stage_end = f"dense{index}"
+            if index == len(block_layers) and post_norm:
+                features["post_norm"] = nn.BatchNorm2d(channels)
+                modules.append("features.post_norm")
+                stage_end = "post_norm"
+            stage_ends.append(stage_end)
+            stages.append(
+                FeatureInfo(
+                    f"dense{index}", index, channels, stage_plan.output_stride, stage_plan.dilation, tuple(modules)
+                )
+            )
+        self.set_features(features, stage_ends)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        self.finish(stages, num_stages=len(block_layers))
+
+
+def _validate(growth_rate: int, block_layers: Sequence[int], reduction: float, *flags: bool) -> None:
+    if isinstance(growth_rate, bool) or not isinstance(growth_rate, int) or growth_rate < 1:
+        raise ValueError(f"growth_rate must be a positive int, got {growth_rate!r}")
+    if (
+        not isinstance(block_layers, (tuple, list))
+        or not block_layers
+        or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in block_layers)
+    ):
+        raise ValueError(f"block_layers must be a non-empty tuple of positive ints, got {block_layers!r}")
+    if isinstance(reduction, bool) or not isinstance(reduction, (int, float)) or not 0 < reduction <= 1:
+        raise ValueError(f"reduction must be a float in (0, 1], got {reduction!r}")
+    for name, flag in zip(("bottleneck", "stem_norm", "post_norm"), flags):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {flag!r}")
+
+
+@register_backbone("densenet_hmer", family="densenet_hmer", in_channels=1)
+def densenet_hmer(
+    config: BackboneConfig,
+    *,
+    growth_rate: int = 24,
+    block_layers: Sequence[int] = (16, 16, 16),
+    reduction: float = 0.5,
+    bottleneck: bool = True,
+    stem_norm: bool = False,
+    post_norm: bool = False,
+) -> Backbone:
+    """DenseNet-B formula encoder of WAP/BTTR/CoMER/CAN: 684 channels at /16 from 1 channel."""
+    return DenseNetHMER(
+        config,
+        growth_rate=growth_rate,
+        block_layers=block_layers,
+        reduction=reduction,
+        bottleneck=bottleneck,
+        stem_norm=stem_norm,
+        post_norm=post_norm,
+    )
