@@ -17,6 +17,8 @@ class MaskedEncoder(nn.Module):
     back in the same dtype and layout, equal to ``mask[..., ::sh, ::sw]``.
     """
 
+    __jit_unused_properties__ = ["out_channels"]
+
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
         stride = getattr(encoder, "output_stride", None)
@@ -43,6 +45,8 @@ class MaskedEncoder(nn.Module):
                 f"image shape {list(x.shape)}"
             )
         feature = self.encoder(x)
+        if not isinstance(feature, Tensor):  # narrows the encoder's Union return for TorchScript
+            raise TypeError("encoder must return a single tensor")
         sh, sw = self.stride[0], self.stride[1]
         if mask.dim() == 3:
             return feature, mask[:, ::sh, ::sw]

@@ -1,9 +1,12 @@
 """Pooling that rounds up (ceil mode) and still exports with dynamic H and W.
 
 ``F.avg_pool2d(x, 2, ceil_mode=True)`` is what the HMER encoders use, but ``torch.export`` with
-dynamic H, W rejects ceil-mode pooling. These layers pad the odd edge explicitly and pool in floor
-mode, with the same numbers as ceil mode: max pooling pads with ``-inf``; average pooling divides a
-partial window by its valid elements only. Kernel size equals stride (non-overlapping windows).
+dynamic H, W rejects ceil-mode pooling. These layers pad the far edges by ``stride - 1`` and pool in
+floor mode: ``(n + s - 1 - s) // s + 1 = ceil(n / s)`` windows, each holding at least one real
+element, so the numbers equal ceil mode: max pooling pads with ``-inf``; average pooling divides each
+window by its count of real elements. The padding is a constant, not ``(-n) % s``: symbolic-shape
+tracing (``torch.compile(dynamic=True)``) simplifies nested modulo sizes very slowly.
+Kernel size equals stride (non-overlapping windows).
 """
 
 from __future__ import annotations
@@ -18,21 +21,19 @@ from .contract import Pair
 __all__ = ["CeilAvgPool2d", "CeilMaxPool2d", "ceil_avg_pool2d", "ceil_max_pool2d", "dilate_convs"]
 
 
-def _edge_padding(x: Tensor, stride: List[int]) -> List[int]:
-    pad_h = (stride[0] - x.shape[-2] % stride[0]) % stride[0]
-    pad_w = (stride[1] - x.shape[-1] % stride[1]) % stride[1]
-    return [0, pad_w, 0, pad_h]
+def _edge_padding(stride: List[int]) -> List[int]:
+    return [0, stride[1] - 1, 0, stride[0] - 1]
 
 
 def ceil_max_pool2d(x: Tensor, stride: List[int]) -> Tensor:
     """``[N, C, H, W] -> [N, C, ceil(H/sh), ceil(W/sw)]``, equal to ``max_pool2d(x, s, ceil_mode=True)``."""
-    x = F.pad(x, _edge_padding(x, stride), value=float("-inf"))
+    x = F.pad(x, _edge_padding(stride), value=float("-inf"))
     return F.max_pool2d(x, stride, stride)
 
 
 def ceil_avg_pool2d(x: Tensor, stride: List[int]) -> Tensor:
     """``[N, C, H, W] -> [N, C, ceil(H/sh), ceil(W/sw)]``, equal to ``avg_pool2d(x, s, ceil_mode=True)``."""
-    padding = _edge_padding(x, stride)
+    padding = _edge_padding(stride)
     pooled = F.avg_pool2d(F.pad(x, padding), stride, stride)
     valid = x.new_ones((1, 1, x.shape[-2], x.shape[-1]))
     valid_fraction = F.avg_pool2d(F.pad(valid, padding), stride, stride)

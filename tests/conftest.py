@@ -1,0 +1,31 @@
+import pytest
+import torch
+
+from backbones import build_backbone, list_backbones
+
+# Big models run one configuration each; the rest run the whole grid.
+HEAVY = {
+    "resnet101",
+    "resnet152",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+    "densenet161",
+    "densenet169",
+    "densenet201",
+}
+LIGHT = [name for name in list_backbones() if name not in HEAVY]
+
+
+def native_stride(name: str) -> int:
+    return 16 if name == "densenet_hmer" else 32
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def built(name: str, **kwargs) -> torch.nn.Module:
+    return build_backbone(name, **kwargs).eval()

@@ -1,0 +1,50 @@
+"""State dicts load from torchvision with strict=True and give the same features (max abs diff <= 1e-5)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from conftest import HEAVY
+
+from backbones import build_backbone, list_backbones
+
+TOLERANCE = 1e-5
+NAMES = [n for n in list_backbones() if n != "densenet_hmer"]
+
+
+def torchvision_features(name, model, x):
+    if name.startswith("densenet"):
+        return F.relu(model.features(x))
+    body = torch.nn.Sequential(*list(model.children())[:-2])  # drop avgpool, fc
+    return body(x)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in NAMES])
+def test_torchvision_state_dict_loads_strict_and_features_match(name):
+    reference = getattr(torchvision.models, name)().eval()
+    state = {k: v for k, v in reference.state_dict().items() if not k.startswith(("fc.", "classifier."))}
+    encoder = build_backbone(name).eval()
+    encoder.load_state_dict(state, strict=True)
+    assert set(encoder.state_dict()) == set(state)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        diff = (encoder(x) - torchvision_features(name, reference, x)).abs().max().item()
+    assert diff <= TOLERANCE
+
+
+def test_densenet_rounds_up_where_torchvision_rounds_down():
+    encoder = build_backbone("densenet121").eval()
+    reference = torchvision.models.densenet121().eval()
+    x = torch.randn(1, 3, 128, 316)
+    with torch.no_grad():
+        assert tuple(reference.features(x).shape[2:]) == (4, 9)
+        assert tuple(encoder(x).shape[2:]) == (4, 10)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "densenet121"])
+def test_pretrained_tensors_survive_stride_changes(name):
+    """Changing strides or dilating keeps every tensor of the native state dict."""
+    native = build_backbone(name).state_dict()
+    for kwargs in ({"output_stride": 8}, {"output_stride": 8, "dilate": True}, {"strides": (1, (2, 1), (2, 1), 1)}):
+        changed = build_backbone(name, **kwargs)
+        changed.load_state_dict(native, strict=True)
