@@ -1,0 +1,112 @@
+"""Shapes, parameters and FLOPs of a backbone for one input, on the meta device (no real activations).
+
+The CLI prints these reports and the tests assert them: one code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .base import Backbone
+from .contract import Pair, output_size
+from .registry import build_backbone, get_entry
+from .testing import meta_clone
+
+__all__ = ["BackboneReport", "StageReport", "build_on_meta", "count_flops", "describe"]
+
+
+@dataclass(frozen=True)
+class StageReport:
+    index: int
+    name: str
+    channels: int
+    stride: Pair
+    dilation: Pair
+    shape: Tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class BackboneReport:
+    """What ``backbones check`` prints for one spec and input shape."""
+
+    name: str
+    options: Dict[str, Any]
+    input_shape: Tuple[int, ...]
+    in_channels: int
+    params: int
+    flops: int
+    stages: Tuple[StageReport, ...]
+    output_shapes: Tuple[Tuple[int, ...], ...]
+    expected_shapes: Tuple[Tuple[int, ...], ...]
+
+    @property
+    def contract_ok(self) -> bool:
+        return self.output_shapes == self.expected_shapes
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / 1e9
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = asdict(self)
+        data.update(contract_ok=self.contract_ok, gflops=round(self.gflops, 4))
+        return data
+
+
+def build_on_meta(name: str, **kwargs: Any) -> Backbone:
+    """``build_backbone`` on the meta device: no weight memory, no initialisation cost."""
+    if kwargs.get("pretrained") not in (None, False):
+        kwargs = {**kwargs, "pretrained": False}  # shapes do not depend on weights
+    get_entry(name)
+    with torch.device("meta"):
+        return build_backbone(name, **kwargs).eval()
+
+
+def _on_meta(model: nn.Module) -> nn.Module:
+    parameter = next(iter(model.parameters()), None)
+    return model.eval() if parameter is not None and parameter.is_meta else meta_clone(model)
+
+
+def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """FLOPs (multiply and add counted separately, as ``torch.utils.flop_counter``) of one forward."""
+    runner = _on_meta(model)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        runner(torch.empty(tuple(input_shape), device="meta"))
+    return counter.get_total_flops()
+
+
+def describe(
+    model: Backbone, input_shape: Sequence[int], name: str = "", options: Dict[str, Any] | None = None
+) -> BackboneReport:
+    """Per-stage shapes, output shapes, the contract's shapes, parameters and FLOPs for ``input_shape``."""
+    runner = _on_meta(model)
+    x = torch.empty(tuple(input_shape), device="meta")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        out = runner(x)
+    with torch.no_grad():
+        stage_outputs = runner.forward_stages(x)
+    outputs: List[torch.Tensor] = out if isinstance(out, list) else [out]
+    n, _, h, w = input_shape
+    stages = tuple(
+        StageReport(info.index, info.name, info.channels, info.stride, info.dilation, tuple(t.shape))
+        for info, t in zip(model.feature_info, stage_outputs)
+    )
+    expected = tuple((n, info.channels, *output_size(h, w, info.stride)) for info in model.output_info)
+    return BackboneReport(
+        name=name or type(model).__name__,
+        options=dict(options or {}),
+        input_shape=tuple(input_shape),
+        in_channels=model.in_channels,
+        params=sum(p.numel() for p in model.parameters()),
+        flops=counter.get_total_flops(),
+        stages=stages,
+        output_shapes=tuple(tuple(t.shape) for t in outputs),
+        expected_shapes=expected,
+    )
