@@ -48,3 +48,17 @@ def test_pretrained_tensors_survive_stride_changes(name):
     for kwargs in ({"output_stride": 8}, {"output_stride": 8, "dilate": True}, {"strides": (1, (2, 1), (2, 1), 1)}):
         changed = build_backbone(name, **kwargs)
         changed.load_state_dict(native, strict=True)
+
+
+def test_memory_efficient_densenet_gives_the_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    plain = build_backbone("densenet121", output_stride=16).train()
+    efficient = build_backbone("densenet121", output_stride=16, memory_efficient=True).train()
+    efficient.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 45, 61)
+    outputs = [model(x) for model in (plain, efficient)]
+    for output in outputs:
+        output.square().mean().backward()
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-5)
+    for (name, a), (_, b) in zip(plain.named_parameters(), efficient.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
