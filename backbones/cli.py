@@ -35,10 +35,6 @@ def _pair_or_int(text: str) -> Any:
     raise argparse.ArgumentTypeError(f"expected an int or SHxSW, got {text!r}")
 
 
-def _stage_stride(text: str) -> Any:
-    return _pair_or_int(text)
-
-
 def _shape(text: str) -> Tuple[int, ...]:
     value = parse_value(text)
     if not (isinstance(value, tuple) and len(value) == 4 and all(v >= 1 for v in value)):
@@ -265,9 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="NAME or NAME:key=value,...")
     p.add_argument("--out-channels", type=int, help="channels of the 1x1 adapter's output")
     p.add_argument("--output-stride", type=_pair_or_int, help="S or SHxSW")
-    p.add_argument(
-        "--strides", type=_stage_stride, nargs="+", metavar="S", help="per-stage strides, e.g. 1 2x1 2x1 2x1"
-    )
+    p.add_argument("--strides", type=_pair_or_int, nargs="+", metavar="S", help="per-stage strides, e.g. 1 2x1 2x1 2x1")
     p.add_argument("--dilate", action="store_true", help="turn removed strides into dilation")
     p.add_argument("--in-channels", type=int, help="input channels")
     p.add_argument("--input", type=_shape, metavar="NxCxHxW", help="input shape (default 1xCx224x224)")

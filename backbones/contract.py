@@ -23,7 +23,6 @@ __all__ = [
     "Pair",
     "as_pair",
     "ceil_div",
-    "check_image",
     "check_mask",
     "downsample_mask",
     "output_size",
@@ -76,39 +75,14 @@ def as_pair(value: object, name: str, *, minimum: int = 1) -> Pair:
     return int(pair[0]), int(pair[1])
 
 
-def check_image(x: Tensor, in_channels: int, min_input_size: int) -> None:
-    """Raise ``TypeError``/``ValueError`` unless ``x`` is ``[N, in_channels, H, W]`` with ``H, W >= min``."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"input must be a torch.Tensor [N, C, H, W], got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"input must be a 4-D tensor [N, {in_channels}, H, W], got shape {tuple(x.shape)}")
-    if x.shape[1] != in_channels:
-        raise ValueError(
-            f"input must have {in_channels} channels ([N, {in_channels}, H, W]), got shape "
-            f"{tuple(x.shape)}; build the backbone with in_channels={x.shape[1]} for this input"
-        )
-    if x.shape[2] < min_input_size or x.shape[3] < min_input_size:
-        raise ValueError(f"input H and W must be >= min_input_size={min_input_size}, got shape {tuple(x.shape)}")
-
-
-def check_mask(mask: Tensor, image_shape: Sequence[int] | None = None) -> None:
-    """Validate a padding mask: bool/int ``[N, H, W]`` or float ``[N, 1, H, W]``.
-
-    ``image_shape`` (``[N, C, H, W]``), when given, must agree with the mask's batch and spatial size.
-    """
+def check_mask(mask: Tensor) -> None:
+    """Validate a padding mask: bool/int ``[N, H, W]`` or float ``[N, 1, H, W]``."""
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"mask must be a torch.Tensor [N, H, W] or [N, 1, H, W], got {type(mask).__name__}")
     if mask.dim() == 4 and mask.shape[1] != 1:
         raise ValueError(f"mask must be [N, H, W] or [N, 1, H, W], got shape {tuple(mask.shape)}")
     if mask.dim() not in (3, 4):
         raise ValueError(f"mask must be [N, H, W] or [N, 1, H, W], got shape {tuple(mask.shape)}")
-    if image_shape is not None:
-        n, h, w = image_shape[0], image_shape[-2], image_shape[-1]
-        if mask.shape[0] != n or mask.shape[-2] != h or mask.shape[-1] != w:
-            raise ValueError(
-                f"mask must match the image's batch and size (N={n}, H={h}, W={w}), "
-                f"got mask shape {tuple(mask.shape)} for image shape {tuple(image_shape)}"
-            )
 
 
 def downsample_mask(mask: Tensor, stride: Pair) -> Tensor:
