@@ -8,20 +8,29 @@
 
 from . import densenet, densenet_hmer, resnet  # noqa: F401  (register the families)
 from .base import Backbone, BackboneConfig, SequentialBackbone
+from .checkpoints import LoadReport, WeightsMismatchError, load_weights
 from .contract import FeatureInfo
 from .registry import UnknownBackboneError, build_backbone, get_entry, list_backbones, register_backbone
 from .strides import StridePlan, plan_strides
+from .timm_backbone import TimmBackbone
+from .weights import WeightsUnavailableError, weight_sets
 
 __all__ = [
     "Backbone",
     "BackboneConfig",
     "FeatureInfo",
+    "LoadReport",
     "SequentialBackbone",
     "StridePlan",
+    "TimmBackbone",
     "UnknownBackboneError",
+    "WeightsMismatchError",
+    "WeightsUnavailableError",
     "build_backbone",
     "get_entry",
     "list_backbones",
+    "load_weights",
     "plan_strides",
     "register_backbone",
+    "weight_sets",
 ]

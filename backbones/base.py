@@ -177,6 +177,10 @@ class Backbone(nn.Module):
                     parameter.requires_grad_(False)
         self.train(self.training)
 
+    def checkpoint_key(self, key: str) -> Optional[str]:
+        """This model's name for a checkpoint key of the family's foreign layouts; ``None`` drops it (heads)."""
+        return key
+
     # -- the contract -----------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Union[Tensor, List[Tensor]]:
         """``[N, in_channels, H, W]`` -> ``[N, out_channels, ceil(H/sh), ceil(W/sw)]`` (a list with out_indices)."""

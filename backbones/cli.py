@@ -1,5 +1,5 @@
-"""``backbones`` command line: ``list``, ``check``, ``compare``. Exit 0 = contract holds, 1 = it does
-not, 2 = usage error. ``--json`` prints one JSON object for machines.
+"""``backbones`` command line: ``list``, ``check``, ``compare``, ``weights``. Exit 0 = contract holds (the
+file loads), 1 = it does not, 2 = usage error. ``--json`` prints one JSON object for machines.
 """
 
 from __future__ import annotations
@@ -7,15 +7,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .checkpoints import WeightsMismatchError
 from .images import image_sizes
-from .registry import get_entry, list_backbones
+from .registry import build_backbone, get_entry, list_backbones
 from .report import build_on_meta, count_flops, describe
 from .spec import format_spec, parse_spec, parse_value
 from .testing import output_shapes
+from .weights import cache_dir, resolve_weight_set, weight_sets
 
 __all__ = ["main"]
 
@@ -135,6 +138,47 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"output {list(got)}: {verdict}")
         print(f"params {report.params:,}   GFLOPs {report.gflops:.2f}")
     return 0 if report.contract_ok else 1
+
+
+# -- weights ------------------------------------------------------------------------------------------
+def cmd_weights(args: argparse.Namespace) -> int:
+    try:
+        name, kwargs = parse_spec(args.spec)
+        if not name.startswith("timm:"):
+            get_entry(name)
+        sets = weight_sets(name)
+    except (KeyError, ValueError) as error:
+        raise UsageError(str(error) if not isinstance(error, KeyError) else error.args[0]) from error
+    if args.file is None:
+        default = resolve_weight_set(name, True).tag if sets else None
+        rows = [
+            {"tag": s.tag, "source": s.source, "default": s.tag == default, "cached": s.cached_path.is_file(),
+             "file": str(s.cached_path), "url": s.url}
+            for s in sets.values()
+        ]  # fmt: skip
+        if args.json:
+            print(json.dumps({"name": name, "cache_dir": str(cache_dir()), "weights": rows}, indent=2))
+        elif not rows:
+            print(f"{name} has no published weights; load a checkpoint with --file PATH (pretrained=PATH)")
+        else:
+            table = [(r["tag"] + (" (True)" if r["default"] else ""), r["source"], "yes" if r["cached"] else "no",
+                      Path(r["file"]).name) for r in rows]  # fmt: skip
+            print(_table(table, ["pretrained=", "source", "cached", f"file in {cache_dir()}"]))
+        return 0
+    try:
+        model = build_backbone(name, **{**kwargs, "pretrained": args.file})
+    except (WeightsMismatchError, FileNotFoundError, ValueError, TypeError) as error:
+        if args.json:
+            print(json.dumps({"spec": args.spec, "file": args.file, "ok": False, "error": str(error)}, indent=2))
+        else:
+            print(f"{format_spec(name, kwargs)} cannot load {args.file}:\n{error}")
+        return 1
+    report = model.pretrained_report
+    if args.json:
+        print(json.dumps({"spec": args.spec, "file": args.file, "ok": True, "report": vars(report)}, indent=2))
+    else:
+        print(f"{format_spec(name, kwargs)}: {report}")
+    return 0
 
 
 # -- compare ------------------------------------------------------------------------------------------
@@ -267,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=_shape, metavar="NxCxHxW", help="input shape (default 1xCx224x224)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_check)
+
+    p = commands.add_parser("weights", help="weight tags of a backbone and their cache state, or test-load a file")
+    p.add_argument("spec", help="NAME or NAME:key=value,... (the model a --file is loaded into)")
+    p.add_argument("--file", metavar="PATH", help="load this .pth/.pt/.safetensors file and report what fitted")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_weights)
 
     p = commands.add_parser("compare", help="does CANDIDATE give REFERENCE's channels, output grid and masks?")
     p.add_argument("reference", help="SPEC of the encoder in use")

@@ -10,8 +10,9 @@ stride) + ``denseblock{i}``; the last stage ends with ``norm5`` and a ReLU (what
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
-from typing import Sequence
+from typing import Optional, Sequence
 
 from torch import nn
 from torchvision.models.densenet import _DenseBlock, _Transition
@@ -24,6 +25,10 @@ from .registry import register_backbone
 __all__ = ["DenseNet"]
 
 NATIVE_STRIDES = ((1, 1), (2, 2), (2, 2), (2, 2))
+# torchvision's published DenseNet files predate its module names: "denselayer1.norm.1.weight".
+_OLD_LAYER_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
 
 
 class DenseNet(SequentialBackbone):
@@ -100,6 +105,12 @@ class DenseNet(SequentialBackbone):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         self.finish(stages, num_stages=len(block_config))
+
+    def checkpoint_key(self, key: str) -> Optional[str]:
+        """torchvision's (old and new names) and timm's keys; the ``classifier`` head is dropped."""
+        if key.startswith("classifier."):
+            return None
+        return _OLD_LAYER_KEY.sub(r"\1\2", key)
 
 
 def _register(name: str, growth_rate: int, block_config: Sequence[int], num_init_features: int) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -143,6 +143,18 @@ class DenseNetHMER(SequentialBackbone):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         self.finish(stages, num_stages=len(block_layers))
+
+    def checkpoint_key(self, key: str) -> Optional[str]:
+        """HMER encoders' keys (``conv1.weight``, ``dense1.0.conv1.weight``) live under ``features.`` here."""
+        return key if key.startswith(("features.", "adapters.")) else f"features.{key}"
+
+    def mismatch_hint(self, missing: List[str], unexpected: List[str]) -> str:
+        for norm, option in (("features.norm1.", "stem_norm"), ("features.post_norm.", "post_norm")):
+            if any(k.startswith(norm) for k in unexpected):
+                return f"the checkpoint has {norm[9:-1]}: build with {option}=True (CoMER-style encoders)"
+            if any(k.startswith(norm) for k in missing):
+                return f"the checkpoint has no {norm[9:-1]}: build with {option}=False (BTTR/CAN-style encoders)"
+        return ""
 
 
 def _validate(growth_rate: int, block_layers: Sequence[int], reduction: float, *flags: bool) -> None:

@@ -9,11 +9,16 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
+import torch
+
 from .base import Backbone, BackboneConfig
+from .checkpoints import load_weights
 from .contract import PairLike
+from .weights import fetch, is_checkpoint_path, resolve_weight_set
 
 __all__ = [
     "BackboneEntry",
@@ -143,7 +148,11 @@ def build_backbone(
         dilate: turn removed strides into dilation.
         in_channels: channels of the input image; ``None`` = the family's default (3; 1 for
             ``densenet_hmer``).
-        pretrained: ``False``; weights loading arrives with the weights module.
+        pretrained: ``False``; ``True`` (the default ImageNet weights: torchvision's ``DEFAULT``); a weight
+            tag (torchvision's ``"IMAGENET1K_V2"`` or timm's ``"a1_in1k"``); or a ``.pth``/``.pt``/
+            ``.safetensors`` file in torchvision's, timm's, an HMER project's or this library's layout.
+            The first conv is adapted to ``in_channels``; adapters stay freshly initialised. What was
+            loaded is in ``backbone.pretrained_report``.
         out_indices: stage indices to output (0 = stem); the forward then returns a list.
         frozen_stages: -1 none, 0 the stem, ``i`` the stem and stages 1..i (frozen, eval mode).
         norm_eval: keep every BatchNorm of the body in eval mode during training.
@@ -154,6 +163,24 @@ def build_backbone(
     Returns:
         A :class:`Backbone`: ``[N, in_channels, H, W] -> [N, out_channels, ceil(H/sh), ceil(W/sw)]``.
     """
+    if not isinstance(pretrained, (bool, str, os.PathLike)) and pretrained is not None:
+        raise TypeError(f"pretrained must be a bool, a weight tag or a file path, got {pretrained!r}")
+    if isinstance(name, str) and name.startswith("timm:"):
+        from .timm_backbone import build_timm_backbone
+
+        config = BackboneConfig(
+            in_channels=3 if in_channels is None else in_channels,
+            out_channels=_as_tuple(out_channels, "out_channels"),  # type: ignore[arg-type]
+            output_stride=output_stride,
+            strides=_as_tuple(strides, "strides"),  # type: ignore[arg-type]
+            dilate=dilate,
+            out_indices=_as_tuple(out_indices, "out_indices"),  # type: ignore[arg-type]
+            frozen_stages=frozen_stages,
+            norm_eval=norm_eval,
+            adapter=adapter,
+            drop_rate=drop_rate,
+        )
+        return build_timm_backbone(name[len("timm:") :], config, pretrained or False, **family_kwargs)
     entry = get_entry(name)
     unknown = sorted(set(family_kwargs) - set(entry.options))
     if unknown:
@@ -161,10 +188,12 @@ def build_backbone(
             f"build_backbone({name!r}) got unknown option(s) {', '.join(unknown)}; the {entry.family} family "
             f"takes {', '.join(entry.options) or 'no options of its own'}, besides {', '.join(COMMON_OPTIONS)}"
         )
-    if pretrained not in (False, None):
-        raise NotImplementedError(
-            f"pretrained={pretrained!r}: weight loading is not implemented yet; build with pretrained=False"
-        )
+    if pretrained not in (False, None) and not is_checkpoint_path(pretrained):
+        weight_file = fetch(resolve_weight_set(name, pretrained))  # before building: fail fast
+    elif pretrained not in (False, None):
+        weight_file = pretrained
+    else:
+        weight_file = None
     config = BackboneConfig(
         in_channels=entry.in_channels if in_channels is None else in_channels,
         out_channels=_as_tuple(out_channels, "out_channels"),  # type: ignore[arg-type]
@@ -177,4 +206,10 @@ def build_backbone(
         adapter=adapter,
         drop_rate=drop_rate,
     )
-    return entry.builder(config, **family_kwargs)
+    model = entry.builder(config, **family_kwargs)
+    if weight_file is not None:
+        with torch.device("meta"):
+            native = replace(config, out_indices=None, out_channels=None, frozen_stages=-1)
+            reference_keys = list(entry.builder(native, **family_kwargs).state_dict())
+        load_weights(model, weight_file, reference_keys=reference_keys)
+    return model

@@ -62,7 +62,8 @@ def build_on_meta(name: str, **kwargs: Any) -> Backbone:
     """``build_backbone`` on the meta device: no weight memory, no initialisation cost."""
     if kwargs.get("pretrained") not in (None, False):
         kwargs = {**kwargs, "pretrained": False}  # shapes do not depend on weights
-    get_entry(name)
+    if not name.startswith("timm:"):
+        get_entry(name)  # an unknown name fails here, before anything is built
     with torch.device("meta"):
         return build_backbone(name, **kwargs).eval()
 

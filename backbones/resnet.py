@@ -108,6 +108,10 @@ class ResNet(Backbone):
                 elif isinstance(module, BasicBlock):
                     nn.init.zeros_(module.bn2.weight)
 
+    def checkpoint_key(self, key: str) -> Optional[str]:
+        """torchvision's and timm's ResNet keys are ours; their classifier ``fc`` is dropped."""
+        return None if key.startswith("fc.") else key
+
     def forward_stages(self, x: Tensor) -> List[Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         outputs = [x]

@@ -169,3 +169,40 @@ def test_spec_round_trip():
 def test_console_script_and_module_entry_points():
     result = subprocess.run([sys.executable, "-m", "backbones", "check", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--output-stride" in result.stdout
+
+
+def test_weights_lists_tags_and_cache_state(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    code, out, _ = run(capsys, "weights", "resnet50", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["cache_dir"] == str(tmp_path / "hub" / "checkpoints")
+    default = [row for row in data["weights"] if row["default"]]
+    assert [row["tag"] for row in default] == ["DEFAULT"] and not default[0]["cached"]
+    assert default[0]["url"] == "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
+    code, out, _ = run(capsys, "weights", "densenet_hmer")
+    assert code == 0 and "no published weights" in out
+    assert run(capsys, "weights", "resnet_50")[0] == 2
+
+
+def test_weights_test_loads_a_file(capsys, tmp_path):
+    import torch
+    import torchvision
+
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    code, out, _ = run(capsys, "weights", "resnet18:in_channels=1,out_channels=684", "--file", str(path))
+    assert code == 0 and "adapted: conv1.weight: (64, 3, 7, 7) -> (64, 1, 7, 7)" in out
+    assert "freshly initialised (not in the file): adapters.0.bn.bias" in out
+    code, out, _ = run(capsys, "weights", "resnet34", "--file", str(path), "--json")
+    data = json.loads(out)
+    assert code == 1 and not data["ok"] and "missing (" in data["error"] and "layer1.2.conv1.weight" in data["error"]
+
+
+def test_timm_models_in_check_and_compare(capsys):
+    code, out, _ = run(capsys, "check", "timm:convnext_atto:out_channels=684,in_channels=1", "--input", "1x1x128x316")
+    assert code == 0 and "output [1, 684, 4, 10]: ok" in out
+    spec = "timm:resnet18:output_stride=16,dilate=true,in_channels=1,out_channels=684"
+    code, out, _ = run(capsys, "compare", "densenet_hmer", spec, "--sizes", "54x46,97x401")
+    assert code == 0 and "0 mismatches" in out
+    code, _, err = run(capsys, "check", "timm:not_a_model")
+    assert code == 2 and "unknown timm model 'not_a_model'" in err

@@ -39,7 +39,8 @@ def test_unknown_family_option_is_refused_by_name():
         ({"out_indices": 3}, TypeError, "out_indices must be a tuple or list, got 3"),
         ({"out_indices": (2, 3), "out_channels": (8, 16, 32)}, ValueError, "one int per output (2 for"),
         ({"stem": "tiny"}, ValueError, "stem must be one of imagenet, cifar, got 'tiny'"),
-        ({"pretrained": "weights.pth"}, NotImplementedError, "pretrained='weights.pth'"),
+        ({"pretrained": "weights.pth"}, FileNotFoundError, "pretrained file 'weights.pth' does not exist"),
+        ({"pretrained": "imagenet"}, ValueError, "or one of the weight tags of resnet18: a1_in1k"),
     ],
 )
 def test_bad_build_arguments(kwargs, error, message):

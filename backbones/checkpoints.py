@@ -1,0 +1,188 @@
+"""Loading a state dict into a backbone: key layout detection, remapping, input-conv adaptation, strict checks.
+
+The checkpoint may use torchvision's, timm's, an HMER project's or our own key names, and may be a whole
+model (a recognizer, a Lightning module) of which the backbone is a part: the prefix under which most keys
+match is found and stripped, the family renames the rest (:meth:`Backbone.checkpoint_key`), and then every
+tensor of the backbone must be found with the right shape. Only three things are forgiven, and reported:
+the first conv's input channels are adapted (summed over RGB for one channel, repeated and rescaled
+otherwise, as timm does), adapters missing from the file keep their fresh initialisation, and tensors of
+stages this configuration does not build (``out_indices``) or of a classifier head are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Collection, Dict, List, Mapping, Optional, Tuple, Union
+
+from timm.models import adapt_input_conv
+from torch import Tensor, nn
+
+from .weights import read_state_dict
+
+__all__ = ["LoadReport", "WeightsMismatchError", "adapt_first_conv", "first_conv_name", "load_weights"]
+
+_logger = logging.getLogger("backbones.weights")
+_SHOWN = 12
+
+
+class WeightsMismatchError(ValueError):
+    """A checkpoint whose tensors do not fit the backbone; the message lists the keys by name."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_weights` did. ``initialised`` lists tensors that kept their fresh initialisation."""
+
+    source: str
+    prefix: str = ""
+    loaded: int = 0
+    renamed: int = 0
+    adapted: List[str] = field(default_factory=list)
+    initialised: List[str] = field(default_factory=list)
+    ignored: List[str] = field(default_factory=list)
+    outside_prefix: int = 0
+
+    def __str__(self) -> str:
+        lines = [f"loaded {self.loaded} tensors from {self.source}"]
+        if self.prefix:
+            lines.append(f"  prefix {self.prefix!r} stripped ({self.outside_prefix} tensors outside it skipped)")
+        if self.renamed:
+            lines.append(f"  {self.renamed} keys renamed to this library's module names")
+        lines += [f"  adapted: {name}" for name in self.adapted]
+        if self.initialised:
+            lines.append(f"  freshly initialised (not in the file): {_names(self.initialised)}")
+        if self.ignored:
+            lines.append(f"  ignored (classifier head or stages not built): {_names(self.ignored)}")
+        return "\n".join(lines)
+
+
+def _names(keys: Collection[str]) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:_SHOWN])
+    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > _SHOWN else shown
+
+
+def first_conv_name(model: nn.Module) -> str:
+    """The qualified name of the first ``nn.Conv2d`` (the one whose input channels get adapted)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            return name
+    raise ValueError(f"{type(model).__name__} has no Conv2d to adapt")
+
+
+def adapt_first_conv(weight: Tensor, in_channels: int) -> Tensor:
+    """``[O, C, kh, kw] -> [O, in_channels, kh, kw]``: summed over C for one channel (a gray image then gives
+    the features of its C-fold repetition), else timm's repeat-and-rescale by ``C / in_channels``."""
+    if in_channels == 1:
+        return weight.double().sum(dim=1, keepdim=True).to(weight.dtype)
+    return adapt_input_conv(in_channels, weight.float(), base_chans=weight.shape[1]).to(weight.dtype)
+
+
+def _rename(model: nn.Module, key: str) -> Optional[str]:
+    rename = getattr(model, "checkpoint_key", None)
+    return rename(key) if callable(rename) else key
+
+
+def _find_prefix(model: nn.Module, keys: List[str], targets: Collection[str]) -> Tuple[str, int]:
+    """The prefix (``""`` or ending in ``.``) under which the most keys map onto ``targets``."""
+    scores: Dict[str, int] = defaultdict(int)
+    for key in keys:
+        parts = key.split(".")
+        for cut in range(len(parts)):
+            prefix = ".".join(parts[:cut]) + ("." if cut else "")
+            if _rename(model, key[len(prefix) :]) in targets:
+                scores[prefix] += 1
+    if not scores:
+        return "", 0
+    best = max(scores.values())
+    return min((p for p, s in scores.items() if s == best), key=len), best
+
+
+def load_weights(
+    model: nn.Module,
+    checkpoint: Union[str, os.PathLike, Mapping[str, Tensor]],
+    *,
+    reference_keys: Optional[Collection[str]] = None,
+    source: Optional[str] = None,
+) -> LoadReport:
+    """Load a checkpoint into ``model`` strictly, in any supported key layout.
+
+    Args:
+        model: a built backbone (or any module with an optional ``checkpoint_key(key)`` renamer).
+        checkpoint: a file path (``.pth``/``.pt``/``.safetensors``) or a state dict.
+        reference_keys: the keys of the family's full native model; checkpoint tensors under these keys
+            that this model lacks (stages pruned by ``out_indices``) are ignored instead of refused.
+        source: how the report names the checkpoint.
+
+    Returns:
+        A :class:`LoadReport`; also stored as ``model.pretrained_report``.
+
+    Raises:
+        WeightsMismatchError: missing, unexpected or mis-shaped tensors, listed by name.
+    """
+    if isinstance(checkpoint, Mapping):
+        state, source = dict(checkpoint), source or "a state dict"
+    else:
+        state, source = read_state_dict(checkpoint), source or str(checkpoint)
+    own = model.state_dict()
+    reference = set(reference_keys or ()) | set(own)
+    prefix, score = _find_prefix(model, list(state), reference)
+    if score == 0:
+        raise WeightsMismatchError(
+            f"no tensor of {source} matches a parameter of {type(model).__name__}: the file has keys like "
+            f"{_names(list(state)[:5])}; the model expects keys like {_names(list(own)[:5])}"
+        )
+    report = LoadReport(source=source, prefix=prefix)
+    mapped: Dict[str, Tensor] = {}
+    for key, tensor in state.items():
+        if not key.startswith(prefix):
+            report.outside_prefix += 1
+            continue
+        name = _rename(model, key[len(prefix) :])
+        if name is None:
+            report.ignored.append(key[len(prefix) :])
+            continue
+        report.renamed += name != key[len(prefix) :]
+        mapped[name] = tensor
+
+    first_conv = first_conv_name(model) + ".weight"
+    unexpected, mis_shaped, to_load = [], [], {}
+    for name, tensor in mapped.items():
+        if name not in own:
+            (report.ignored if name in reference else unexpected).append(name)
+            continue
+        wanted = own[name].shape
+        same_kernel = tensor.dim() == 4 and tensor.shape[0] == wanted[0] and tensor.shape[2:] == wanted[2:]
+        if name == first_conv and tensor.shape != wanted and same_kernel:
+            source_shape = tuple(tensor.shape)
+            tensor = adapt_first_conv(tensor, wanted[1])
+            report.adapted.append(f"{name}: {source_shape} -> {tuple(wanted)} (input channels)")
+        if tensor.shape != wanted:
+            mis_shaped.append(f"{name} (file {tuple(tensor.shape)}, model {tuple(wanted)})")
+            continue
+        to_load[name] = tensor
+    missing = [k for k in own if k not in to_load and not k.endswith("num_batches_tracked") and k not in mapped]
+    report.initialised = [k for k in missing if k.startswith("adapters.")]
+    missing = [k for k in missing if not k.startswith("adapters.")]
+    if missing or unexpected or mis_shaped:
+        problems = [
+            f"{title} ({len(keys)}): {_names(keys)}"
+            for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped))
+            if keys
+        ]
+        where = f" under the prefix {prefix!r}" if prefix else ""
+        hint = getattr(model, "mismatch_hint", None)
+        if callable(hint) and hint(missing, unexpected):
+            problems.append(f"hint: {hint(missing, unexpected)}")
+        raise WeightsMismatchError(
+            f"checkpoint {source} does not fit {type(model).__name__}{where}:\n  " + "\n  ".join(problems)
+        )
+    result = model.load_state_dict(to_load, strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys
+    report.loaded = len(to_load)
+    model.pretrained_report = report  # type: ignore[assignment]
+    _logger.info("%s", report)
+    return report
