@@ -17,7 +17,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Collection, Dict, List, Mapping, Optional, Tuple, Union
 
-from timm.models import adapt_input_conv
 from torch import Tensor, nn
 
 from .weights import read_state_dict
@@ -78,6 +77,8 @@ def adapt_first_conv(weight: Tensor, in_channels: int) -> Tensor:
     the features of its C-fold repetition), else timm's repeat-and-rescale by ``C / in_channels``."""
     if in_channels == 1:
         return weight.double().sum(dim=1, keepdim=True).to(weight.dtype)
+    from timm.models import adapt_input_conv  # imported when needed: timm costs ~0.3 s at import
+
     return adapt_input_conv(in_channels, weight.float(), base_chans=weight.shape[1]).to(weight.dtype)
 
 

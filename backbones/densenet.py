@@ -15,7 +15,6 @@ from collections import OrderedDict
 from typing import Optional, Sequence
 
 from torch import nn
-from torchvision.models.densenet import _DenseBlock, _Transition
 
 from .base import Backbone, BackboneConfig, SequentialBackbone
 from .contract import FeatureInfo
@@ -54,6 +53,8 @@ class DenseNet(SequentialBackbone):
         bn_size: int = 4,
         memory_efficient: bool = False,
     ) -> None:
+        from torchvision.models.densenet import _DenseBlock, _Transition  # torchvision costs ~1 s at import
+
         super().__init__(config)
         if not isinstance(memory_efficient, bool):
             raise TypeError(f"memory_efficient must be a bool, got {memory_efficient!r}")

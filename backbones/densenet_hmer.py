@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .base import Backbone, BackboneConfig, SequentialBackbone
 from .contract import FeatureInfo
@@ -32,9 +33,16 @@ def _dropout(p: float) -> nn.Module:
 
 
 class _DenseLayer(nn.Module):
-    """``[N, C, H, W] -> [N, C + growth, H, W]``: bottleneck (1x1 then 3x3) or single 3x3 layer."""
+    """``[N, C, H, W]`` pieces -> ``[N, growth, H, W]``: bottleneck (1x1 then 3x3) or single 3x3 layer.
 
-    def __init__(self, in_channels: int, growth_rate: int, bottleneck: bool, drop_rate: float) -> None:
+    Takes the list of the block's earlier outputs and concatenates them itself, so that with
+    ``memory_efficient`` the concatenation and the first conv are recomputed in the backward pass
+    instead of stored (torchvision's scheme).
+    """
+
+    def __init__(
+        self, in_channels: int, growth_rate: int, bottleneck: bool, drop_rate: float, memory_efficient: bool = False
+    ) -> None:
         super().__init__()
         if bottleneck:
             inter_channels = 4 * growth_rate
@@ -48,14 +56,37 @@ class _DenseLayer(nn.Module):
             self.conv2 = nn.Identity()
             self.bn2 = nn.Identity()
         self.bottleneck = bottleneck
+        self.memory_efficient = memory_efficient
         self.relu = nn.ReLU(inplace=True)
         self.dropout = _dropout(drop_rate)
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.dropout(self.relu(self.bn1(self.conv1(x))))
+    def first(self, features: List[Tensor]) -> Tensor:
+        return self.dropout(self.relu(self.bn1(self.conv1(torch.cat(features, 1)))))
+
+    @torch.jit.unused
+    def first_checkpointed(self, features: List[Tensor]) -> Tensor:
+        return checkpoint(lambda *pieces: self.first(list(pieces)), *features, use_reentrant=False)
+
+    def forward(self, features: List[Tensor]) -> Tensor:
+        if self.memory_efficient and self.training and any(f.requires_grad for f in features):
+            if torch.jit.is_scripting():
+                raise RuntimeError("memory_efficient=True is not supported by TorchScript; build without it")
+            out = self.first_checkpointed(features)
+        else:
+            out = self.first(features)
         if self.bottleneck:
             out = self.dropout(self.relu(self.bn2(self.conv2(out))))
-        return torch.cat((x, out), 1)
+        return out
+
+
+class _DenseBlock(nn.Sequential):
+    """``[N, C, H, W] -> [N, C + layers * growth, H, W]``; module names ``dense1.0.conv1`` as in HMER code."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = [x]
+        for layer in self:
+            features.append(layer(features))
+        return torch.cat(features, 1)
 
 
 class _Transition(nn.Sequential):
@@ -81,6 +112,8 @@ class DenseNetHMER(SequentialBackbone):
         bottleneck: bottleneck layers (DenseNet-B); ``False`` uses single 3x3 layers.
         stem_norm: BatchNorm after the stem conv (CoMER, ICAL, TAMER, PosFormer).
         post_norm: BatchNorm on the output (CoMER, ICAL, TAMER, PosFormer).
+        memory_efficient: gradient checkpointing of each dense layer's concatenation and first conv (less
+            training memory, a slower backward; the same numbers).
     """
 
     def __init__(
@@ -93,9 +126,10 @@ class DenseNetHMER(SequentialBackbone):
         bottleneck: bool = True,
         stem_norm: bool = False,
         post_norm: bool = False,
+        memory_efficient: bool = False,
     ) -> None:
         super().__init__(config)
-        _validate(growth_rate, block_layers, reduction, bottleneck, stem_norm, post_norm)
+        _validate(growth_rate, block_layers, reduction, bottleneck, stem_norm, post_norm, memory_efficient)
         native = [(1, 1)] + [(2, 2)] * (len(block_layers) - 1)
         plan = config.plan(4, native)
         last = config.last_stage(len(block_layers))
@@ -121,9 +155,9 @@ class DenseNetHMER(SequentialBackbone):
                 channels = out_channels
             layers = []
             for _ in range(num_layers):
-                layers.append(_DenseLayer(channels, growth_rate, bottleneck, config.drop_rate))
+                layers.append(_DenseLayer(channels, growth_rate, bottleneck, config.drop_rate, memory_efficient))
                 channels += growth_rate
-            block = nn.Sequential(*layers)
+            block = _DenseBlock(*layers)
             dilate_convs(block, stage_plan.dilation)
             features[f"dense{index}"] = block
             modules.append(f"features.dense{index}")
@@ -168,7 +202,7 @@ def _validate(growth_rate: int, block_layers: Sequence[int], reduction: float, *
         raise ValueError(f"block_layers must be a non-empty tuple of positive ints, got {block_layers!r}")
     if isinstance(reduction, bool) or not isinstance(reduction, (int, float)) or not 0 < reduction <= 1:
         raise ValueError(f"reduction must be a float in (0, 1], got {reduction!r}")
-    for name, flag in zip(("bottleneck", "stem_norm", "post_norm"), flags):
+    for name, flag in zip(("bottleneck", "stem_norm", "post_norm", "memory_efficient"), flags):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {flag!r}")
 
@@ -183,6 +217,7 @@ def densenet_hmer(
     bottleneck: bool = True,
     stem_norm: bool = False,
     post_norm: bool = False,
+    memory_efficient: bool = False,
 ) -> Backbone:
     """DenseNet-B formula encoder of WAP/BTTR/CoMER/CAN: 684 channels at /16 from 1 channel."""
     return DenseNetHMER(
@@ -193,4 +228,5 @@ def densenet_hmer(
         bottleneck=bottleneck,
         stem_norm=stem_norm,
         post_norm=post_norm,
+        memory_efficient=memory_efficient,
     )

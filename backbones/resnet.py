@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Type, Union
 
-from timm.models.resnet import BasicBlock, Bottleneck
 from torch import Tensor, nn
 
 from .base import Backbone, BackboneConfig
@@ -22,7 +21,13 @@ from .strides import StagePlan
 
 __all__ = ["ResNet"]
 
-Block = Union[Type[BasicBlock], Type[Bottleneck]]
+Block = Union[str, Type[nn.Module]]  # "basic", "bottleneck", or timm's BasicBlock / Bottleneck class
+
+
+def _block_classes():
+    from timm.models.resnet import BasicBlock, Bottleneck  # imported at build time: timm costs ~0.3 s
+
+    return BasicBlock, Bottleneck
 STEMS = ("imagenet", "cifar")
 NATIVE_STRIDES = ((1, 1), (2, 2), (2, 2), (2, 2))
 
@@ -32,7 +37,7 @@ class ResNet(Backbone):
 
     Args:
         config: the common build options.
-        block: timm's ``BasicBlock`` or ``Bottleneck``.
+        block: ``"basic"`` or ``"bottleneck"`` (timm's ``BasicBlock`` / ``Bottleneck``, also accepted as classes).
         layers: blocks per stage, e.g. ``(3, 4, 6, 3)``.
         groups: cardinality of the 3x3 convs (ResNeXt).
         width_per_group: channels per group (64 for ResNet, 128 for Wide ResNet).
@@ -51,6 +56,11 @@ class ResNet(Backbone):
         stem: str = "imagenet",
         zero_init_residual: bool = False,
     ) -> None:
+        basic, bottleneck = _block_classes()
+        if isinstance(block, str):
+            if block not in ("basic", "bottleneck"):
+                raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
+            block = basic if block == "basic" else bottleneck
         super().__init__(config)
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {stem!r}")
@@ -77,7 +87,7 @@ class ResNet(Backbone):
                 stages.append(
                     FeatureInfo(name, index, channels, stage_plan.output_stride, stage_plan.dilation, (name,))
                 )
-        self._init_weights(zero_init_residual)
+        self._init_weights(zero_init_residual, basic, bottleneck)
         self.finish(stages, num_stages=len(NATIVE_STRIDES), output_dropout=config.drop_rate)
 
     def _make_layer(self, block: Block, planes: int, num_blocks: int, plan: StagePlan) -> nn.Sequential:
@@ -94,7 +104,7 @@ class ResNet(Backbone):
         blocks += [block(self.inplanes, planes, **options) for _ in range(1, num_blocks)]
         return nn.Sequential(*blocks)
 
-    def _init_weights(self, zero_init_residual: bool) -> None:
+    def _init_weights(self, zero_init_residual: bool, basic: type, bottleneck: type) -> None:
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -103,9 +113,9 @@ class ResNet(Backbone):
                 nn.init.zeros_(module.bias)
         if zero_init_residual:
             for module in self.modules():
-                if isinstance(module, Bottleneck):
+                if isinstance(module, bottleneck):
                     nn.init.zeros_(module.bn3.weight)
-                elif isinstance(module, BasicBlock):
+                elif isinstance(module, basic):
                     nn.init.zeros_(module.bn2.weight)
 
     def checkpoint_key(self, key: str) -> Optional[str]:
@@ -130,9 +140,10 @@ class ResNet(Backbone):
         return outputs
 
 
-def _register(name: str, block: Block, layers: Sequence[int], groups: int = 1, width: int = 64) -> None:
+def _register(name: str, block: str, layers: Sequence[int], groups: int = 1, width: int = 64) -> None:
     kind = "ResNeXt" if groups > 1 else ("Wide ResNet" if width > 64 else "ResNet")
-    description = f"{kind}, {block.__name__}, blocks {list(layers)}" + (
+    block_name = "BasicBlock" if block == "basic" else "Bottleneck"
+    description = f"{kind}, {block_name}, blocks {list(layers)}" + (
         f", {groups} groups x {width}" if groups > 1 else ""
     )
 
@@ -151,13 +162,13 @@ def _register(name: str, block: Block, layers: Sequence[int], groups: int = 1, w
     register_backbone(name, family="resnet", description=description)(builder)
 
 
-_register("resnet18", BasicBlock, (2, 2, 2, 2))
-_register("resnet34", BasicBlock, (3, 4, 6, 3))
-_register("resnet50", Bottleneck, (3, 4, 6, 3))
-_register("resnet101", Bottleneck, (3, 4, 23, 3))
-_register("resnet152", Bottleneck, (3, 8, 36, 3))
-_register("resnext50_32x4d", Bottleneck, (3, 4, 6, 3), groups=32, width=4)
-_register("resnext101_32x8d", Bottleneck, (3, 4, 23, 3), groups=32, width=8)
-_register("resnext101_64x4d", Bottleneck, (3, 4, 23, 3), groups=64, width=4)
-_register("wide_resnet50_2", Bottleneck, (3, 4, 6, 3), width=128)
-_register("wide_resnet101_2", Bottleneck, (3, 4, 23, 3), width=128)
+_register("resnet18", "basic", (2, 2, 2, 2))
+_register("resnet34", "basic", (3, 4, 6, 3))
+_register("resnet50", "bottleneck", (3, 4, 6, 3))
+_register("resnet101", "bottleneck", (3, 4, 23, 3))
+_register("resnet152", "bottleneck", (3, 8, 36, 3))
+_register("resnext50_32x4d", "bottleneck", (3, 4, 6, 3), groups=32, width=4)
+_register("resnext101_32x8d", "bottleneck", (3, 4, 23, 3), groups=32, width=8)
+_register("resnext101_64x4d", "bottleneck", (3, 4, 23, 3), groups=64, width=4)
+_register("wide_resnet50_2", "bottleneck", (3, 4, 6, 3), width=128)
+_register("wide_resnet101_2", "bottleneck", (3, 4, 23, 3), width=128)

@@ -50,10 +50,11 @@ def test_pretrained_tensors_survive_stride_changes(name):
         changed.load_state_dict(native, strict=True)
 
 
-def test_memory_efficient_densenet_gives_the_same_outputs_and_gradients():
+@pytest.mark.parametrize("name", ["densenet121", "densenet_hmer"])
+def test_memory_efficient_densenet_gives_the_same_outputs_and_gradients(name):
     torch.manual_seed(0)
-    plain = build_backbone("densenet121", output_stride=16).train()
-    efficient = build_backbone("densenet121", output_stride=16, memory_efficient=True).train()
+    plain = build_backbone(name, output_stride=16, in_channels=3).train()
+    efficient = build_backbone(name, output_stride=16, in_channels=3, memory_efficient=True).train()
     efficient.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 45, 61)
     outputs = [model(x) for model in (plain, efficient)]
