@@ -1,9 +1,10 @@
-"""Peak training memory (CPU RSS) of DenseNets with and without torchvision's memory_efficient checkpointing.
+"""Peak training memory (CPU RSS) of DenseNets with and without memory_efficient (gradient checkpointing).
 
 Each configuration runs in a fresh subprocess (forward + backward, train mode) and reports its peak RSS
 minus the RSS after building the model, so the weights are not counted.
 
-    python benchmarks/densenet_memory.py [--batch 8] [--size 224x224] [--json]
+    python benchmarks/densenet_memory.py [--models densenet121,densenet_hmer] [--batch 8] [--size 256x1024]
+        [--channels 1] [--json]
 """
 
 from __future__ import annotations
@@ -42,14 +43,15 @@ def peak_mib(name: str, efficient: bool, shape: tuple) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", default="224x224", help="HxW")
-    parser.add_argument("--models", default="densenet121")
+    parser.add_argument("--size", default="256x1024", help="HxW")
+    parser.add_argument("--channels", type=int, default=1, help="input channels (1: grayscale formulas)")
+    parser.add_argument("--models", default="densenet121,densenet_hmer")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     h, w = map(int, args.size.split("x"))
     rows = []
     for name in args.models.split(","):
-        shape = (args.batch, 3, h, w)
+        shape = (args.batch, args.channels, h, w)
         plain, efficient = peak_mib(name, False, shape), peak_mib(name, True, shape)
         rows.append(
             {

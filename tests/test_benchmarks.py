@@ -10,13 +10,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_densenet_memory_script():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "densenet_memory.py"), "--batch", "2", "--size", "64x64", "--json"],
+        [sys.executable, str(ROOT / "benchmarks" / "densenet_memory.py"), "--batch", "1", "--size", "64x64", "--json"],
         capture_output=True,
         text=True,
         check=True,
     )
-    (row,) = json.loads(result.stdout)
-    assert row["model"] == "densenet121" and row["plain_mib"] >= 0 and row["memory_efficient_mib"] >= 0
+    rows = json.loads(result.stdout)
+    assert [row["model"] for row in rows] == ["densenet121", "densenet_hmer"]
+    assert all(row["plain_mib"] >= 0 and row["memory_efficient_mib"] >= 0 for row in rows)
 
 
 def test_parity_script_rows_within_tolerance():
@@ -38,3 +39,38 @@ def test_parity_script_rows_within_tolerance():
             assert row["max_abs_diff"] <= 2e-5 * row["max_abs_value"], row
         else:
             assert row["max_abs_diff"] <= 1e-5, row
+
+
+def _run(script, *args):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True, check=True
+    )
+    return result.stdout
+
+
+def test_overhead_script():
+    rows = json.loads(_run("overhead.py", "--models", "resnet18", "--shapes", "formula b1", "--repeats", "1", "--json"))
+    assert [row["variant"] for row in rows] == ["eager", "channels_last"]
+    assert all(row["ours ms"] > 0 and row["ours / torchvision"] > 0 for row in rows)
+    assert rows[0]["same output shape as torchvision"]
+
+
+def test_routes_script():
+    rows = json.loads(_run("routes.py", "--models", "resnet18", "--sizes", "32x80", "--batch", "1", "--repeats", "1",
+                           "--json"))  # fmt: skip
+    assert [row["route"] for row in rows][-1] == "native /16" and len(rows) == 4
+    assert {row["output"] for row in rows} == {"2x5"}
+    assert rows[2]["GFLOPs"] > rows[0]["GFLOPs"]  # the layer2 layout costs more than dropping the last stride
+
+
+def test_startup_script():
+    rows = json.loads(_run("startup.py", "--repeats", "1", "--size", "64", "--json"))
+    assert rows[4]["command"] == "import backbones" and all(row["wall s"] > 0 for row in rows)
+
+
+def test_gpu_script_skips_without_cuda():
+    import torch
+
+    out = _run("gpu.py", "--json", "--batch", "1", "--size", "32x64", "--no-compile", "--repeats", "1")
+    if not torch.cuda.is_available():
+        assert json.loads(out) == {"skipped": "skipped: CUDA is not available on this machine"}
