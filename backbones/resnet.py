@@ -28,6 +28,8 @@ def _block_classes():
     from timm.models.resnet import BasicBlock, Bottleneck  # imported at build time: timm costs ~0.3 s
 
     return BasicBlock, Bottleneck
+
+
 STEMS = ("imagenet", "cifar")
 NATIVE_STRIDES = ((1, 1), (2, 2), (2, 2), (2, 2))
 

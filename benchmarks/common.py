@@ -72,24 +72,43 @@ def interleaved_median_ms(fns: Sequence[Callable[[], object]], *, warmup: int = 
     return [1000 * statistics.median(t) for t in times]
 
 
-PEAK_CHILD = """
-import json, resource, sys, torch
+# Peak RSS of a phase in a child process. ru_maxrss is no good here: Linux carries the parent's peak across
+# fork + exec, so a child of a process that imported torch starts at the parent's peak. Writing 5 to
+# /proc/self/clear_refs resets VmHWM (the peak) to the current RSS instead.
+PEAK_HELPERS = """
+def _status_kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+def reset_peak_kib():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS")
+def peak_kib():
+    return _status_kib("VmHWM")
+"""
+
+PEAK_CHILD = (
+    PEAK_HELPERS
+    + """
+import json, sys, torch
 from backbones import build_backbone
 spec = json.loads(sys.argv[1])
 torch.manual_seed(0)
 model = build_backbone(spec.pop("name"), **spec.pop("kwargs")).train()
 x = torch.randn(*spec["shape"])
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = reset_peak_kib()
 model(x).float().mean().backward()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
+print(peak_kib() - base)
 """
+)
 
 
 def peak_training_mib(name: str, kwargs: Dict[str, object], shape: Sequence[int]) -> float:
-    """Peak RSS of one forward + backward (train mode) in a fresh process, minus the RSS after building."""
+    """Peak RSS of one forward + backward (train mode) in a fresh process, minus the RSS after building (Linux)."""
     spec = json.dumps({"name": name, "kwargs": kwargs, "shape": list(shape)})
     out = subprocess.run([sys.executable, "-c", PEAK_CHILD, spec], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1]) / 1024  # ru_maxrss is KiB on Linux
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
 def table(rows: Sequence[Dict[str, object]], columns: Sequence[str]) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -32,31 +31,49 @@ with torch.no_grad():
 """
 
 
-def measure(command: List[str], repeats: int) -> Dict[str, float]:
-    """Median wall seconds and max peak RSS (MiB) of ``command`` run ``repeats`` times."""
+# Runs ``python -c CODE ...`` or ``python -m MODULE ...`` and reports the peak RSS of that process at exit
+# (VmHWM: ru_maxrss would start at this parent's peak, which Linux carries across fork + exec).
+WRAPPER = """
+import atexit, runpy, sys
+def _report():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            sys.stderr.write("\\nPEAK_KIB " + line.split()[1] + "\\n")
+atexit.register(_report)
+mode, target, *rest = sys.argv[1:]
+if mode == "-m":
+    sys.argv = [target, *rest]
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+else:
+    sys.argv = ["-c", *rest]
+    exec(compile(target, "<string>", "exec"), {"__name__": "__main__"})
+"""
+
+
+def measure(arguments: List[str], repeats: int) -> Dict[str, float]:
+    """Median wall seconds and max peak RSS (MiB) of ``python *arguments`` run ``repeats`` times."""
     walls, peaks = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage
+        result = subprocess.run([sys.executable, "-c", WRAPPER, *arguments], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
         walls.append(time.perf_counter() - start)
-        if status != 0:
-            raise RuntimeError(f"{' '.join(command)} failed: {process.stderr.read().decode()[-2000:]}")
-        peaks.append(usage.ru_maxrss / 1024)  # KiB on Linux
+        if result.returncode != 0:
+            raise RuntimeError(f"python {' '.join(arguments)} failed: {result.stderr[-2000:]}")
+        peaks.append(int(result.stderr.rsplit("PEAK_KIB ", 1)[1].split()[0]) / 1024)
     return {"wall s": statistics.median(walls), "peak RSS MiB": max(peaks)}
 
 
 def run(repeats: int, size: int) -> List[Dict[str, object]]:
-    python = sys.executable
     cases = [
-        ("python -c pass", [python, "-c", "pass"]),
-        ("import torch", [python, "-c", "import torch"]),
-        ("import torch, torchvision", [python, "-c", "import torch, torchvision"]),
-        ("import torch, timm", [python, "-c", "import torch, timm"]),
-        ("import backbones", [python, "-c", "import backbones"]),
+        ("python -c pass", ["-c", "pass"]),
+        ("import torch", ["-c", "import torch"]),
+        ("import torch, torchvision", ["-c", "import torch, torchvision"]),
+        ("import torch, timm", ["-c", "import torch, timm"]),
+        ("import backbones", ["-c", "import backbones"]),
         (f"backbones check resnet152 --input 1x3x{size}x{size}",
-         [python, "-m", "backbones", "check", "resnet152", "--input", f"1x3x{size}x{size}"]),
-        (f"real forward, resnet152 at 1x3x{size}x{size}", [python, "-c", REAL_FORWARD, str(size)]),
+         ["-m", "backbones", "check", "resnet152", "--input", f"1x3x{size}x{size}"]),
+        (f"real forward, resnet152 at 1x3x{size}x{size}", ["-c", REAL_FORWARD, str(size)]),
     ]  # fmt: skip
     rows = []
     for label, command in cases:
