@@ -76,6 +76,7 @@ def run(names: List[str], repeats: int, compile_too: bool) -> List[Dict[str, obj
             last = {k: copy.deepcopy(m).to(memory_format=torch.channels_last) for k, m in models.items()}
             variants["channels_last"] = (last, x.to(memory_format=torch.channels_last))
             if compile_too:
+                torch._dynamo.reset()  # one cache per shape: sharing it hits the recompile limit and runs eager
                 variants["compile"] = ({k: torch.compile(m) for k, m in models.items()}, x)
             for variant, (group, inputs) in variants.items():
                 with torch.no_grad():
