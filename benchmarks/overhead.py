@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
+import statistics
 import sys
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -96,6 +98,27 @@ def run(names: List[str], repeats: int, compile_too: bool) -> List[Dict[str, obj
     return rows
 
 
+def summary(rows: List[Dict[str, object]]) -> List[Dict[str, object]]:
+    """Geometric means of the ratios per model and input size, over batch sizes and variants.
+
+    ``timm / torchvision`` is the yardstick: two implementations of one graph, so its spread is the noise.
+    """
+    groups: Dict[tuple, List[Dict[str, object]]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], str(row["input"]).split(" b")[0]), []).append(row)
+    out = []
+    for (model, size), group in groups.items():
+        ratios = {
+            "ours / torchvision": [r["ours / torchvision"] for r in group],
+            "ours / timm": [r["ours / timm"] for r in group],
+            "timm / torchvision": [r["timm ms"] / r["torchvision ms"] for r in group],
+        }
+        out.append({"model": model, "input": size, "rows": len(group),
+                    **{k: math.exp(statistics.fmean(map(math.log, v))) for k, v in ratios.items()},
+                    "same output shape": all(r["same output shape as torchvision"] for r in group)})  # fmt: skip
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="resnet18,resnet50,densenet121")
@@ -114,6 +137,9 @@ def main(argv=None) -> None:
     print(header("Wrapper overhead: forward latency, median ms (eval, no grad, float32)"))
     columns = ["model", "input", "variant", "ours ms", "torchvision ms", "timm ms", "ours / torchvision", "ours / timm"]
     print(table(rows, columns))
+    print("\nGeometric means over batch sizes and variants (timm / torchvision: the noise yardstick)\n")
+    print(table(summary(rows), ["model", "input", "rows", "ours / torchvision", "ours / timm", "timm / torchvision",
+                                "same output shape"]))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -53,6 +53,9 @@ def test_overhead_script():
     assert [row["variant"] for row in rows] == ["eager", "channels_last"]
     assert all(row["ours ms"] > 0 and row["ours / torchvision"] > 0 for row in rows)
     assert rows[0]["same output shape as torchvision"]
+    markdown = _run("overhead.py", "--models", "resnet18", "--shapes", "formula b1", "--repeats", "1")
+    assert "| model | input | rows | ours / torchvision | ours / timm | timm / torchvision |" in markdown
+    assert "| resnet18 | formula | 2 |" in markdown
 
 
 def test_routes_script():
