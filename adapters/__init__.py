@@ -1,15 +1,10 @@
-"""Adapters that fit a backbone into a model: projection, masked encoder, sequences, positions."""
+"""Downstream helpers, installed as ``backbones.adapters``: a masked encoder, sequences, positions.
+
+This package may import ``backbones``; the core never imports it. The 1x1 projection that
+``out_channels=`` attaches is the core's :class:`backbones.Projection`.
+"""
 
 from .masked import MaskedEncoder
-from .projection import ADAPTER_KINDS, Projection
 from .sequence import SinePositionalEncoding2D, from_sequence, to_sequence, valid_mask
 
-__all__ = [
-    "ADAPTER_KINDS",
-    "MaskedEncoder",
-    "Projection",
-    "SinePositionalEncoding2D",
-    "from_sequence",
-    "to_sequence",
-    "valid_mask",
-]
+__all__ = ["MaskedEncoder", "SinePositionalEncoding2D", "from_sequence", "to_sequence", "valid_mask"]

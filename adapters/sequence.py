@@ -9,6 +9,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from backbones.contract import check_mask
+
 __all__ = ["SinePositionalEncoding2D", "from_sequence", "to_sequence", "valid_mask"]
 
 
@@ -19,11 +21,9 @@ def valid_mask(mask: Tensor) -> Tensor:
         mask: ``[N, h, w]`` bool/long with True/1 = padding (BTTR/CoMER), or ``[N, 1, h, w]`` float
             with 1 = valid (CAN/SAN).
     """
-    if mask.dim() == 3:
+    if check_mask(mask).dim() == 3:
         return ~mask.bool()
-    if mask.dim() == 4 and mask.shape[1] == 1:
-        return mask[:, 0] > 0.5
-    raise ValueError(f"mask must be [N, h, w] (True = padding) or [N, 1, h, w] (1 = valid), got {list(mask.shape)}")
+    return mask[:, 0] > 0.5
 
 
 def to_sequence(feature: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
@@ -38,11 +38,7 @@ def to_sequence(feature: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor,
     sequence = rearrange(feature, "b c h w -> b (h w) c")
     if mask is None:
         return sequence, None
-    if mask.shape[0] != feature.shape[0] or mask.shape[-2:] != feature.shape[-2:]:
-        raise ValueError(
-            f"mask must be on the feature grid [N, h, w] = {[feature.shape[0], *feature.shape[-2:]]}, "
-            f"got {list(mask.shape)}"
-        )
+    check_mask(mask, feature, grid="feature")
     if mask.dim() == 4:
         return sequence, rearrange(mask, "b 1 h w -> b (h w)")
     return sequence, rearrange(mask, "b h w -> b (h w)")
@@ -79,9 +75,7 @@ class SinePositionalEncoding2D(nn.Module):
         if mask is None:
             valid = torch.ones((n, h, w), dtype=torch.bool, device=feature.device)
         else:
-            valid = valid_mask(mask)
-            if list(valid.shape) != [n, h, w]:
-                raise ValueError(f"mask must be on the feature grid [N, h, w] = {[n, h, w]}, got {list(mask.shape)}")
+            valid = valid_mask(check_mask(mask, feature, grid="feature"))
         y = valid.cumsum(1, dtype=torch.float32)
         x = valid.cumsum(2, dtype=torch.float32)
         if self.normalize:

@@ -6,31 +6,59 @@
 (8, 20)
 """
 
-from . import densenet, densenet_hmer, resnet  # noqa: F401  (register the families)
-from .base import Backbone, BackboneConfig, SequentialBackbone
-from .checkpoints import LoadReport, WeightsMismatchError, load_weights
+from . import families  # noqa: F401  (registers the families and the timm: namespace)
+from .base import Backbone, SequentialBackbone, Stages
+from .build import build_backbone, weight_sets
+from .config import COMMON_OPTIONS, BackboneConfig
 from .contract import FeatureInfo
-from .registry import UnknownBackboneError, build_backbone, get_entry, list_backbones, register_backbone
+from .families import DenseNet, DenseNetHMER, ResNet, TimmBackbone
+from .layers import Projection
+from .loading import LoadReport, WeightsMismatchError, load_weights
+from .registry import (
+    BackboneEntry,
+    UnknownBackboneError,
+    get_entry,
+    list_backbones,
+    register_backbone,
+    register_namespace,
+    unregister_backbone,
+    unregister_namespace,
+)
+from .sources import TimmWeights, TorchvisionWeights, WeightsUnavailableError
 from .strides import StridePlan, plan_strides
-from .timm_backbone import TimmBackbone
-from .weights import WeightsUnavailableError, weight_sets
+
+__version__ = "0.2.0"
+
 
 __all__ = [
+    "COMMON_OPTIONS",
     "Backbone",
     "BackboneConfig",
+    "BackboneEntry",
+    "DenseNet",
+    "DenseNetHMER",
     "FeatureInfo",
     "LoadReport",
+    "Projection",
+    "ResNet",
     "SequentialBackbone",
+    "Stages",
     "StridePlan",
     "TimmBackbone",
+    "TimmWeights",
+    "TorchvisionWeights",
     "UnknownBackboneError",
     "WeightsMismatchError",
     "WeightsUnavailableError",
+    "__version__",
     "build_backbone",
     "get_entry",
     "list_backbones",
     "load_weights",
     "plan_strides",
     "register_backbone",
+    "register_namespace",
+    "unregister_backbone",
+    "unregister_namespace",
     "weight_sets",
 ]

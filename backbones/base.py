@@ -1,117 +1,49 @@
-"""``Backbone``: the module every registered family subclasses, carrying the whole contract.
+"""``Backbone``: the module every family subclasses; the base carries the whole contract.
 
-A family builds its stem and stages (with the module names of the torchvision/timm checkpoints it
-mirrors), implements :meth:`Backbone.forward_stages`, and calls :meth:`Backbone.finish` with one
-:class:`~backbones.contract.FeatureInfo` per built stage. The base class adds the adapters, the
-output selection (``out_indices``), freezing, ``norm_eval``, input checks and the shape arithmetic.
+A family implements two methods and may declare what it knows about checkpoints:
+
+- ``build(config, **options) -> Stages``: creates its modules as attributes (with the module names of
+  the checkpoints it mirrors) and returns one :class:`FeatureInfo` per stage, from the same loop that
+  builds them (stage 0 = stem). Stages after the deepest wanted output are not built.
+- ``forward_stages(x) -> List[Tensor]``: the stage outputs; :class:`SequentialBackbone` provides it for
+  a body that is one chain.
+- ``default_in_channels``, ``first_conv``, ``classifier_keys``, ``checkpoint_key()``, ``mismatch_hint()``.
+
+The base calls ``build`` in its own ``__init__``, checks the declared channels and grid once on the
+meta device, then adds the adapters, the output selection (``out_indices``), freezing and ``norm_eval``.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass, replace
-from typing import List, Optional, Sequence, Tuple, Union
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, ClassVar, List, Mapping, NamedTuple, Optional, Tuple, Union
 
+import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from adapters.projection import ADAPTER_KINDS, Projection
-
 from . import contract
-from .contract import FeatureInfo, Pair, PairLike
-from .strides import StridePlan, plan_strides
+from .config import BackboneConfig
+from .contract import FeatureInfo, Pair, output_size
+from .layers import Projection
+from .meta import meta_call
 
-__all__ = ["Backbone", "BackboneConfig", "SequentialBackbone"]
+if TYPE_CHECKING:
+    from .loading import LoadReport
 
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+__all__ = ["Backbone", "SequentialBackbone", "Stages"]
 
 
-@dataclass(frozen=True)
-class BackboneConfig:
-    """The family-independent options of :func:`backbones.build_backbone`, validated on creation."""
+class Stages(NamedTuple):
+    """What a family's ``build`` returns.
 
-    in_channels: int = 3
-    out_channels: Union[None, int, Tuple[int, ...]] = None
-    output_stride: Optional[PairLike] = None
-    strides: Optional[Tuple[PairLike, ...]] = None
-    dilate: bool = False
-    out_indices: Optional[Tuple[int, ...]] = None
-    frozen_stages: int = -1
-    norm_eval: bool = False
-    adapter: str = "conv_bn"
-    drop_rate: float = 0.0
+    Attributes:
+        built: one record per built stage, ``built[i].index == i`` (0 = stem).
+        total: stages after the stem in the full family (the last ones may be unbuilt).
+    """
 
-    def __post_init__(self) -> None:
-        _check_int(self.in_channels, "in_channels", 1)
-        if self.out_channels is not None:
-            values = self.out_channels if isinstance(self.out_channels, tuple) else (self.out_channels,)
-            for value in values:
-                _check_int(value, "out_channels", 1)
-        if self.output_stride is not None:
-            contract.as_pair(self.output_stride, "output_stride")
-        if not isinstance(self.dilate, bool):
-            raise TypeError(f"dilate must be a bool, got {self.dilate!r}")
-        if not isinstance(self.norm_eval, bool):
-            raise TypeError(f"norm_eval must be a bool, got {self.norm_eval!r}")
-        _check_int(self.frozen_stages, "frozen_stages", -1)
-        if self.adapter not in ADAPTER_KINDS:
-            raise ValueError(f"adapter must be one of {', '.join(ADAPTER_KINDS)}, got {self.adapter!r}")
-        if (
-            isinstance(self.drop_rate, bool)
-            or not isinstance(self.drop_rate, (int, float))
-            or not (0.0 <= self.drop_rate < 1.0)
-        ):
-            raise ValueError(f"drop_rate must be a float in [0, 1), got {self.drop_rate!r}")
-        if self.out_indices is not None:
-            if not self.out_indices:
-                raise ValueError("out_indices must name at least one stage, got ()")
-            for index in self.out_indices:
-                if isinstance(index, bool) or not isinstance(index, int):
-                    raise TypeError(f"out_indices must be ints (stage indices), got {self.out_indices!r}")
-            if isinstance(self.out_channels, tuple) and len(self.out_channels) != len(self.out_indices):
-                raise ValueError(
-                    f"out_channels must be an int or one int per output ({len(self.out_indices)} for "
-                    f"out_indices={self.out_indices}), got {self.out_channels!r}"
-                )
-        elif isinstance(self.out_channels, tuple):
-            raise ValueError(f"out_channels must be an int unless out_indices is given, got {self.out_channels!r}")
-
-    def plan(self, stem_stride: PairLike, native_strides: Sequence[PairLike]) -> StridePlan:
-        """Plan strides and dilation for a family with these native strides."""
-        return plan_strides(
-            stem_stride, native_strides, output_stride=self.output_stride, strides=self.strides, dilate=self.dilate
-        )
-
-    def resolved_out_indices(self, num_stages: int) -> Tuple[int, ...]:
-        """Stage indices to output (0 = stem, ``num_stages`` = last), validated and made non-negative."""
-        if self.frozen_stages > num_stages:
-            raise ValueError(
-                f"frozen_stages must be in -1..{num_stages} (-1 = none, 0 = stem, i = stem and stages "
-                f"1..i), got {self.frozen_stages}"
-            )
-        if self.out_indices is None:
-            return (num_stages,)
-        resolved = []
-        for index in self.out_indices:
-            if not -(num_stages + 1) <= index <= num_stages:
-                raise ValueError(
-                    f"out_indices must hold stage indices in 0..{num_stages} (0 = stem; negative counts "
-                    f"from the end), got {self.out_indices!r}"
-                )
-            resolved.append(index % (num_stages + 1))
-        if any(b <= a for a, b in zip(resolved, resolved[1:])):
-            raise ValueError(f"out_indices must be strictly increasing stages, got {self.out_indices!r}")
-        return tuple(resolved)
-
-    def last_stage(self, num_stages: int) -> int:
-        """The deepest stage that must be built."""
-        return self.resolved_out_indices(num_stages)[-1]
+    built: List[FeatureInfo]
+    total: int
 
 
 class Backbone(nn.Module):
@@ -125,43 +57,85 @@ class Backbone(nn.Module):
         min_input_size: smallest H and W for which the contract holds.
         feature_info: one :class:`FeatureInfo` per built stage (index 0 = stem), native channels.
         output_info: one :class:`FeatureInfo` per output, with the channels after the adapter.
+        pretrained_report: what the last weight load did (``None`` until weights are loaded).
     """
 
     __jit_unused_properties__ = ["out_channels", "output_stride", "multi_output"]
+    __jit_ignored_attributes__ = ["pretrained_report", "config"]
 
-    def __init__(self, config: BackboneConfig, *, min_input_size: int = 1) -> None:
+    default_in_channels: ClassVar[int] = 3
+    """Input channels when ``in_channels=None``."""
+    first_conv: ClassVar[str] = ""
+    """The conv whose input channels pretrained weights adapt (``""``: the first ``nn.Conv2d``)."""
+    classifier_keys: ClassVar[Tuple[str, ...]] = ()
+    """Checkpoint key prefixes of heads this body does not have (dropped and reported when loading)."""
+    dropout_on_output: ClassVar[bool] = True
+    """Whether ``drop_rate`` is dropout on each output (else the family uses it inside its layers)."""
+
+    pretrained_report: Optional[LoadReport]
+
+    def __init__(self, config: BackboneConfig, **options: Any) -> None:
         super().__init__()
+        if config.in_channels is None:
+            config = replace(config, in_channels=self.default_in_channels)
         self.config = config
-        self.in_channels: int = config.in_channels
-        self.min_input_size: int = min_input_size
+        self.in_channels: int = config.in_channels  # type: ignore[assignment]
+        self.min_input_size: int = 1
         self.norm_eval: bool = config.norm_eval
         self.frozen_stages: int = config.frozen_stages
+        self.pretrained_report = None
+
+        stages = self.build(config, **options)
+        config.check_frozen_stages(stages.total)
+        indices = config.out_indices_for(stages.total)
+        if [info.index for info in stages.built] != list(range(len(stages.built))) or indices[-1] >= len(stages.built):
+            raise RuntimeError(f"{type(self).__name__}.build returned stages {stages.built} for outputs {indices}")
+        self.num_stages: int = stages.total
+        self.feature_info: Tuple[FeatureInfo, ...] = tuple(stages.built)
+        self.out_indices: List[int] = list(indices)
+        self._multi_output: bool = config.out_indices is not None
+        self._add_adapters(indices)
+        rate = config.drop_rate if self.dropout_on_output else 0.0
+        self.dropout = nn.Dropout(rate) if rate > 0 else nn.Identity()
+        for info in self.feature_info[: self.frozen_stages + 1]:
+            for name in info.modules:
+                self.get_submodule(name).requires_grad_(False)
+        self._verify_stages()
+        self.train(True)
 
     # -- for families -------------------------------------------------------------------------------
+    def build(self, config: BackboneConfig, **options: Any) -> Stages:
+        """Create the stem and stages as attributes; return their records (see the module docstring)."""
+        raise NotImplementedError
+
     def forward_stages(self, x: Tensor) -> List[Tensor]:
         """Outputs of stage 0 (stem) through the last built stage, ``[N, C_i, H_i, W_i]`` each."""
         raise NotImplementedError
 
-    def finish(self, stages: Sequence[FeatureInfo], *, num_stages: int, output_dropout: float = 0.0) -> None:
-        """Attach adapters and freezing once the stages are built.
+    def checkpoint_key(self, key: str) -> Optional[str]:
+        """This model's name for a key of a foreign checkpoint layout; ``None`` drops it (a classifier head)."""
+        return None if key.startswith(self.classifier_keys) else key
 
-        Args:
-            stages: one record per built stage, ``stages[i].index == i`` (0 = stem).
-            num_stages: stages after the stem in the full family (some may be pruned).
-            output_dropout: dropout applied to each output before its adapter.
-        """
-        self.num_stages: int = num_stages
-        self.feature_info: Tuple[FeatureInfo, ...] = tuple(stages)
-        indices = self.config.resolved_out_indices(num_stages)
-        if indices[-1] >= len(stages):
-            raise RuntimeError(f"family built stages 0..{len(stages) - 1} but stage {indices[-1]} is wanted")
-        self.out_indices: List[int] = list(indices)
-        self._multi_output: bool = self.config.out_indices is not None
+    def mismatch_hint(self, missing: List[str], unexpected: List[str]) -> str:
+        """A hint appended to a failed load's message (e.g. which option makes the keys fit)."""
+        return ""
+
+    def load_pretrained(
+        self, state: Mapping[str, Tensor], source: str, reference_keys: Optional[List[str]] = None
+    ) -> LoadReport:
+        """Load a state dict in any layout this family knows (see :func:`backbones.load_weights`)."""
+        from .loading import load_weights
+
+        return load_weights(self, state, source=source, reference_keys=reference_keys)
+
+    # -- composition --------------------------------------------------------------------------------
+    def _add_adapters(self, indices: Tuple[int, ...]) -> None:
         wanted = self.config.out_channels
         per_output = wanted if isinstance(wanted, tuple) else (wanted,) * len(indices)
-        adapters, outputs = [], []
+        adapters: List[nn.Module] = []
+        outputs = []
         for index, channels in zip(indices, per_output):
-            info = stages[index]
+            info = self.feature_info[index]
             if channels is None:
                 adapters.append(nn.Identity())
                 outputs.append(info)
@@ -170,18 +144,24 @@ class Backbone(nn.Module):
                 outputs.append(replace(info, channels=channels))
         self.adapters = nn.ModuleList(adapters)
         self.output_info: Tuple[FeatureInfo, ...] = tuple(outputs)
-        self.dropout = nn.Dropout(output_dropout) if output_dropout > 0 else nn.Identity()
-        for info in self.feature_info[: self.frozen_stages + 1]:
-            for name in info.modules:
-                for parameter in self.get_submodule(name).parameters():
-                    parameter.requires_grad_(False)
-        self.train(self.training)
 
-    def checkpoint_key(self, key: str) -> Optional[str]:
-        """This model's name for a checkpoint key of the family's foreign layouts; ``None`` drops it (heads)."""
-        return key
+    def _verify_stages(self) -> None:
+        """Each built stage's declared channels and ceil grid, checked on the meta device at an odd size."""
+        deepest = self.feature_info[-1].stride
+        height = max(2 * deepest[0] + 1, self.min_input_size)
+        width = max(3 * deepest[1] - 1, self.min_input_size)
+        x = torch.empty(1, self.in_channels, height, width, device="meta")
+        outputs = meta_call(self, "forward_stages", x)
+        for info, output in zip(self.feature_info, outputs):
+            wanted = (info.channels, *output_size(height, width, info.stride))
+            if tuple(output.shape[1:]) != wanted:
+                raise RuntimeError(
+                    f"{type(self).__name__} declares stage {info.index} ({info.name}) as [N, {info.channels}, "
+                    f"ceil(H/{info.stride[0]}), ceil(W/{info.stride[1]})] but computes {list(output.shape)} "
+                    f"for a {height}x{width} input"
+                )
 
-    # -- the contract -----------------------------------------------------------------------------
+    # -- the contract -------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Union[Tensor, List[Tensor]]:
         """``[N, in_channels, H, W]`` -> ``[N, out_channels, ceil(H/sh), ceil(W/sw)]`` (a list with out_indices)."""
         self._check_input(x)
@@ -227,7 +207,7 @@ class Backbone(nn.Module):
         for name, value in (("height", height), ("width", width)):
             if isinstance(value, bool) or not isinstance(value, int) or value < self.min_input_size:
                 raise ValueError(f"{name} must be an int >= min_input_size={self.min_input_size}, got {value!r}")
-        sizes = [contract.output_size(height, width, info.stride) for info in self.output_info]
+        sizes = [output_size(height, width, info.stride) for info in self.output_info]
         return sizes if self._multi_output else sizes[0]
 
     def downsample_mask(self, mask: Tensor) -> Union[Tensor, List[Tensor]]:
@@ -241,35 +221,54 @@ class Backbone(nn.Module):
 
     def train(self, mode: bool = True) -> Backbone:
         super().train(mode)
-        if not hasattr(self, "feature_info"):
-            return self
         for info in self.feature_info[: self.frozen_stages + 1]:
             for name in info.modules:
                 self.get_submodule(name).eval()
         if mode and self.norm_eval:
-            for stage in self.feature_info:
-                for name in stage.modules:
+            for info in self.feature_info:
+                for name in info.modules:
                     for module in self.get_submodule(name).modules():
                         if isinstance(module, _BatchNorm):
                             module.eval()
         return self
 
     def extra_repr(self) -> str:
-        if not hasattr(self, "output_info"):
-            return ""
         return f"in_channels={self.in_channels}, out_channels={self.out_channels}, output_stride={self.output_stride}"
 
 
 class SequentialBackbone(Backbone):
-    """A backbone whose body is one chain ``self.features`` (a ModuleDict run in order).
+    """A backbone whose body is one chain, ``self.features`` (a ModuleDict run in order).
 
-    ``stage_ends`` names the module after which each stage's output is taken (stem first). DenseNets
-    use it with torchvision's names; it is also the shortest way to register a family of your own.
+    A family's ``build`` calls :meth:`add_stage` for the stem and each stage; the stage's output is
+    taken after its last module. DenseNets use it with torchvision's names; it is also the shortest
+    way to write a family of your own.
     """
 
-    def set_features(self, features: OrderedDict[str, nn.Module], stage_ends: Sequence[str]) -> None:
-        self.features = nn.ModuleDict(features)
-        self.stage_ends: List[str] = list(stage_ends)
+    def add_stage(
+        self,
+        name: str,
+        modules: Mapping[str, nn.Module],
+        channels: int,
+        stride: Pair,
+        dilation: Pair = (1, 1),
+    ) -> FeatureInfo:
+        """Append ``modules`` to the chain as the next stage and return its record.
+
+        Args:
+            name: the stage's name (``"stem"``, ``"denseblock2"``).
+            modules: the stage's modules in order, by their names in ``features``.
+            channels: channels of the stage's output.
+            stride: ``(sh, sw)`` total stride of the stage's output.
+            dilation: dilation of the stage's convolutions.
+        """
+        if "features" not in self._modules:
+            self.features = nn.ModuleDict()
+            self.stage_ends: List[str] = []
+        index = len(self.stage_ends)
+        for key, module in modules.items():
+            self.features[key] = module
+        self.stage_ends.append(list(modules)[-1])
+        return FeatureInfo(name, index, channels, stride, dilation, tuple(f"features.{key}" for key in modules))
 
     def forward_stages(self, x: Tensor) -> List[Tensor]:
         outputs: List[Tensor] = []

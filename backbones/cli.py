@@ -12,13 +12,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .checkpoints import WeightsMismatchError
+from .build import build_backbone, weight_sets
 from .images import image_sizes
-from .registry import build_backbone, get_entry, list_backbones
-from .report import build_on_meta, count_flops, describe
+from .loading import WeightsMismatchError
+from .meta import count_flops, meta_call
+from .registry import get_entry, list_backbones
+from .report import build_on_meta, describe
+from .sources import cache_dir, choose_weight_set
 from .spec import format_spec, parse_spec, parse_value
-from .testing import output_shapes
-from .weights import cache_dir, resolve_weight_set, weight_sets
 
 __all__ = ["main"]
 
@@ -144,13 +145,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_weights(args: argparse.Namespace) -> int:
     try:
         name, kwargs = parse_spec(args.spec)
-        if not name.startswith("timm:"):
-            get_entry(name)
+        entry = get_entry(name)
         sets = weight_sets(name)
     except (KeyError, ValueError) as error:
         raise UsageError(str(error) if not isinstance(error, KeyError) else error.args[0]) from error
     if args.file is None:
-        default = resolve_weight_set(name, True).tag if sets else None
+        default = choose_weight_set(name, entry.weights, True).tag if sets else None
         rows = [
             {"tag": s.tag, "source": s.source, "default": s.tag == default, "cached": s.cached_path.is_file(),
              "file": str(s.cached_path), "url": s.url}
@@ -226,7 +226,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
             )
     verified = _verify_sample(sizes, args.verify)
     for h, w in verified:
-        shapes = [output_shapes(m, (1, m.in_channels, h, w))[0] for m in models]
+        shapes = [
+            tuple(meta_call(m, "forward", torch.empty(1, m.in_channels, h, w, device="meta")).shape) for m in models
+        ]
         for model, shape in zip(models, shapes):
             if shape[2:] != model.output_size(h, w):
                 mismatches.append(

@@ -13,7 +13,7 @@ that size, validate user input, and downsample padding masks so that they land o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -26,6 +26,7 @@ __all__ = [
     "check_mask",
     "downsample_mask",
     "output_size",
+    "slice_mask",
 ]
 
 Pair = Tuple[int, int]
@@ -75,14 +76,34 @@ def as_pair(value: object, name: str, *, minimum: int = 1) -> Pair:
     return int(pair[0]), int(pair[1])
 
 
-def check_mask(mask: Tensor) -> None:
-    """Validate a padding mask: bool/int ``[N, H, W]`` or float ``[N, 1, H, W]``."""
-    if not isinstance(mask, torch.Tensor):
+def check_mask(mask: Tensor, image: Optional[Tensor] = None, grid: str = "image") -> Tensor:
+    """Validate a padding mask and return it: bool/int ``[N, H, W]`` or float ``[N, 1, H, W]``.
+
+    Args:
+        mask: the mask to check.
+        image: when given, ``[N, C, H, W]`` whose batch and size the mask must match.
+        grid: how messages name ``image`` (``"image"``, ``"feature"``).
+    """
+    if not torch.jit.is_scripting() and not isinstance(mask, torch.Tensor):
         raise TypeError(f"mask must be a torch.Tensor [N, H, W] or [N, 1, H, W], got {type(mask).__name__}")
-    if mask.dim() == 4 and mask.shape[1] != 1:
-        raise ValueError(f"mask must be [N, H, W] or [N, 1, H, W], got shape {tuple(mask.shape)}")
-    if mask.dim() not in (3, 4):
-        raise ValueError(f"mask must be [N, H, W] or [N, 1, H, W], got shape {tuple(mask.shape)}")
+    if mask.dim() not in (3, 4) or (mask.dim() == 4 and mask.shape[1] != 1):
+        raise ValueError(f"mask must be [N, H, W] or [N, 1, H, W], got shape {list(mask.shape)}")
+    if image is not None:
+        if image.dim() != 4:
+            raise ValueError(f"the {grid} must be a 4-D tensor [N, C, H, W], got shape {list(image.shape)}")
+        if mask.shape[0] != image.shape[0] or mask.shape[-2:] != image.shape[-2:]:
+            raise ValueError(
+                f"mask must match the {grid}'s batch and size, got mask shape {list(mask.shape)} for {grid} "
+                f"shape {list(image.shape)} (a mask is [N, H, W] or [N, 1, H, W] with the {grid}'s N, H, W)"
+            )
+    return mask
+
+
+def slice_mask(mask: Tensor, stride: List[int]) -> Tensor:
+    """``mask[..., ::sh, ::sw]`` for a checked mask (TorchScript-friendly: ``stride`` is a list)."""
+    if mask.dim() == 3:
+        return mask[:, :: stride[0], :: stride[1]]
+    return mask[:, :, :: stride[0], :: stride[1]]
 
 
 def downsample_mask(mask: Tensor, stride: Pair) -> Tensor:
@@ -96,5 +117,4 @@ def downsample_mask(mask: Tensor, stride: Pair) -> Tensor:
     Returns:
         The mask at ``[N, ceil(H / sh), ceil(W / sw)]`` (or ``[N, 1, ...]``).
     """
-    check_mask(mask)
-    return mask[..., :: stride[0], :: stride[1]]
+    return slice_mask(check_mask(mask), [stride[0], stride[1]])

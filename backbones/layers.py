@@ -1,4 +1,6 @@
-"""Pooling that rounds up (ceil mode) and still exports with dynamic H and W.
+"""Layers of the core: ceil-rounding pooling that exports with dynamic H and W, and the 1x1 projection adapter.
+
+Pooling.
 
 ``F.avg_pool2d(x, 2, ceil_mode=True)`` is what the HMER encoders use, but ``torch.export`` with
 dynamic H, W rejects ceil-mode pooling. These layers pad the far edges by ``stride - 1`` and pool in
@@ -13,6 +15,7 @@ padded form runs only while ``torch.compile`` / ``torch.export`` trace.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import List
 
 import torch
@@ -21,7 +24,15 @@ from torch import Tensor, nn
 
 from .contract import Pair
 
-__all__ = ["CeilAvgPool2d", "CeilMaxPool2d", "ceil_avg_pool2d", "ceil_max_pool2d", "dilate_convs"]
+__all__ = [
+    "ADAPTER_KINDS",
+    "CeilPool2d",
+    "Projection",
+    "ceil_avg_pool2d",
+    "ceil_max_pool2d",
+    "dilate_convs",
+    "stride_of",
+]
 
 
 def _edge_padding(stride: List[int]) -> List[int]:
@@ -63,32 +74,40 @@ def padded_avg_pool2d(x: Tensor, stride: List[int]) -> Tensor:
     return pooled / valid_fraction
 
 
-class CeilMaxPool2d(nn.Module):
-    """Non-overlapping max pooling with ceil rounding; kernel = stride = ``(sh, sw)``."""
+class CeilPool2d(nn.Module):
+    """Non-overlapping ``"max"`` or ``"avg"`` pooling with ceil rounding; kernel = stride = ``(sh, sw)``.
 
-    def __init__(self, stride: Pair) -> None:
+    ``[N, C, H, W] -> [N, C, ceil(H/sh), ceil(W/sw)]``.
+    """
+
+    def __init__(self, stride: Pair, mode: str = "max") -> None:
         super().__init__()
+        if mode not in ("max", "avg"):
+            raise ValueError(f"mode must be 'max' or 'avg', got {mode!r}")
         self.stride: List[int] = [int(stride[0]), int(stride[1])]
+        self.mode = mode
 
     def forward(self, x: Tensor) -> Tensor:
-        return ceil_max_pool2d(x, self.stride)
-
-    def extra_repr(self) -> str:
-        return f"stride={tuple(self.stride)}"
-
-
-class CeilAvgPool2d(nn.Module):
-    """Non-overlapping average pooling with ceil rounding; kernel = stride = ``(sh, sw)``."""
-
-    def __init__(self, stride: Pair) -> None:
-        super().__init__()
-        self.stride: List[int] = [int(stride[0]), int(stride[1])]
-
-    def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "max":
+            return ceil_max_pool2d(x, self.stride)
         return ceil_avg_pool2d(x, self.stride)
 
     def extra_repr(self) -> str:
-        return f"stride={tuple(self.stride)}"
+        return f"stride={tuple(self.stride)}, mode={self.mode!r}"
+
+
+def stride_of(*modules: nn.Module) -> Pair:
+    """Total ``(sh, sw)`` downsampling of ``modules`` run one after the other (their convs and pools)."""
+    total = (1, 1)
+    for module in modules:
+        stride = (
+            getattr(module, "stride", 1)
+            if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, CeilPool2d))
+            else 1
+        )
+        pair = (stride, stride) if isinstance(stride, int) else (int(stride[0]), int(stride[1]))
+        total = (total[0] * pair[0], total[1] * pair[1])
+    return total
 
 
 def dilate_convs(module: nn.Module, dilation: Pair) -> None:
@@ -99,3 +118,37 @@ def dilate_convs(module: nn.Module, dilation: Pair) -> None:
         if isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1):
             conv.dilation = dilation
             conv.padding = dilation
+
+
+ADAPTER_KINDS = ("conv", "conv_bn", "conv_bn_relu")
+
+
+class Projection(nn.Sequential):
+    """The 1x1 adapter ``[N, in_channels, H, W] -> [N, out_channels, H, W]`` that ``out_channels=`` attaches.
+
+    Args:
+        in_channels: channels of the incoming feature map.
+        out_channels: channels wanted.
+        kind: ``"conv"`` (1x1 conv with bias), ``"conv_bn"`` (conv without bias, then BatchNorm;
+            the default, what the seeds added after ResNet-50) or ``"conv_bn_relu"``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kind: str = "conv_bn") -> None:
+        if kind not in ADAPTER_KINDS:
+            raise ValueError(f"adapter must be one of {', '.join(ADAPTER_KINDS)}, got {kind!r}")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        layers["conv"] = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=kind == "conv")
+        if kind != "conv":
+            layers["bn"] = nn.BatchNorm2d(out_channels)
+        if kind == "conv_bn_relu":
+            layers["relu"] = nn.ReLU(inplace=True)
+        super().__init__(layers)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kind = kind
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        if self.conv.bias is not None:
+            nn.init.zeros_(self.conv.bias)

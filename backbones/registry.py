@@ -1,7 +1,12 @@
-"""The registry: ``register_backbone``, ``list_backbones``, ``build_backbone``.
+"""The registry: a table of names -> entries, and namespaces that resolve prefixed names on demand.
 
-A registry entry is a builder ``fn(config: BackboneConfig, *, <family options>) -> Backbone``. The
-family options are the builder's keyword-only parameters; anything else is refused by name.
+    @register_backbone("tiny_cnn", family="custom")
+    def tiny_cnn(config: BackboneConfig, *, width: int = 16) -> Backbone:
+        return TinyCNN(config, width=width)
+
+A builder ``fn(config: BackboneConfig, *, <family options>) -> Backbone`` takes the family's options
+as keyword-only parameters. A namespace (``timm:``) resolves ``"<prefix>:<name>"`` to an entry and lists
+its names; :func:`register_namespace` adds one of your own. This module imports no family.
 """
 
 from __future__ import annotations
@@ -9,42 +14,28 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-import os
-from dataclasses import dataclass, replace
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, TypeVar
 
-import torch
-
-from .base import Backbone, BackboneConfig
-from .checkpoints import load_weights
-from .contract import PairLike
-from .weights import fetch, is_checkpoint_path, resolve_weight_set
+if TYPE_CHECKING:
+    from .base import Backbone
+    from .sources import WeightSource
 
 __all__ = [
     "BackboneEntry",
+    "Namespace",
     "UnknownBackboneError",
-    "build_backbone",
     "get_entry",
     "list_backbones",
     "register_backbone",
+    "register_namespace",
+    "unregister_backbone",
+    "unregister_namespace",
 ]
 
-Builder = Callable[..., Backbone]
+Builder = Callable[..., "Backbone"]
 B = TypeVar("B", bound=Builder)
-
-COMMON_OPTIONS = (
-    "out_channels",
-    "output_stride",
-    "strides",
-    "dilate",
-    "in_channels",
-    "pretrained",
-    "out_indices",
-    "frozen_stages",
-    "norm_eval",
-    "adapter",
-    "drop_rate",
-)
 
 
 class UnknownBackboneError(KeyError):
@@ -56,160 +47,146 @@ class UnknownBackboneError(KeyError):
 
 @dataclass(frozen=True)
 class BackboneEntry:
+    """One registered name.
+
+    Attributes:
+        name: the name users pass (``"resnet50"``, ``"timm:convnext_atto"``).
+        builder: ``fn(config, **options) -> Backbone``.
+        family: the family's label (``"resnet"``).
+        options: the family's own keyword options; ``None`` = the builder checks them itself.
+        description: one line for ``backbones list``.
+        weights: where its published weights come from (``pretrained=True`` takes the first's default).
+    """
+
     name: str
-    family: str
     builder: Builder
-    options: Tuple[str, ...]
+    family: str
+    options: Optional[Tuple[str, ...]]
     description: str = ""
-    in_channels: int = 3
+    weights: Tuple[WeightSource, ...] = ()
 
 
-_REGISTRY: Dict[str, BackboneEntry] = {}
+@dataclass(frozen=True)
+class Namespace:
+    """Names ``"<prefix>:<name>"`` resolved on demand.
+
+    Attributes:
+        prefix: ``"timm"``.
+        resolve: ``name -> BackboneEntry`` (the name without the prefix); raises ``KeyError`` when unknown.
+        list_names: ``pattern -> names`` (without the prefix) for a shell-style pattern or ``None``.
+    """
+
+    prefix: str
+    resolve: Callable[[str], BackboneEntry]
+    list_names: Callable[[Optional[str]], List[str]]
+
+
+_TABLE: Dict[str, BackboneEntry] = {}
+_NAMESPACES: Dict[str, Namespace] = {}
+
+
+def _check_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or not name or ":" in name or name != name.strip():
+        raise ValueError(f"{what} must be a non-empty string without ':' or surrounding spaces, got {name!r}")
+    return name
 
 
 def register_backbone(
-    name: str, *, family: Optional[str] = None, description: str = "", in_channels: int = 3
+    name: str, *, family: Optional[str] = None, description: str = "", weights: Tuple[WeightSource, ...] = ()
 ) -> Callable[[B], B]:
     """Decorator that registers ``fn(config: BackboneConfig, *, **options) -> Backbone`` under ``name``.
 
-    ``in_channels`` is the family's default input channel count (``build_backbone(in_channels=None)``).
+    A :class:`~backbones.Backbone` subclass can be registered as it is: its options are the keyword-only
+    parameters of its ``build``.
 
-    Example::
-
-        @register_backbone("tiny_cnn", family="custom")
-        def tiny_cnn(config: BackboneConfig, *, width: int = 16) -> Backbone:
-            return TinyCNN(config, width=width)
+    Args:
+        name: the registered name; a duplicate is refused (:func:`unregister_backbone` first).
+        family: the family's label (default: ``name``).
+        description: one line (default: the first line of the builder's docstring).
+        weights: published weight sources, e.g. ``(TorchvisionWeights("resnet50"), TimmWeights("resnet50"))``.
     """
-    if not isinstance(name, str) or not name or ":" in name:
-        raise ValueError(f"name must be a non-empty string without ':', got {name!r}")
+    _check_name(name, "name")
 
     def decorator(builder: B) -> B:
-        if name in _REGISTRY:
-            raise ValueError(f"a backbone named {name!r} is already registered (family {_REGISTRY[name].family!r})")
-        parameters = inspect.signature(builder).parameters.values()
+        if name in _TABLE:
+            raise ValueError(f"a backbone named {name!r} is already registered (family {_TABLE[name].family!r})")
+        target = builder.build if isinstance(builder, type) else builder  # a Backbone class: its build
+        parameters = inspect.signature(target).parameters.values()
         options = tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
         doc = description or (inspect.getdoc(builder) or "").split("\n")[0]
-        _REGISTRY[name] = BackboneEntry(name, family or name, builder, options, doc, in_channels)
+        _TABLE[name] = BackboneEntry(name, builder, family or name, options, doc, tuple(weights))
         return builder
 
     return decorator
 
 
+def unregister_backbone(name: str) -> BackboneEntry:
+    """Remove ``name`` from the table (test suites that register a family call this in their teardown)."""
+    if name not in _TABLE:
+        raise UnknownBackboneError(f"cannot unregister {name!r}: it is not registered")
+    return _TABLE.pop(name)
+
+
+def register_namespace(
+    prefix: str, resolve: Callable[[str], BackboneEntry], list_names: Callable[[Optional[str]], List[str]]
+) -> Namespace:
+    """Make ``"<prefix>:<name>"`` resolve through ``resolve(name)``; ``list_names(pattern)`` lists names."""
+    _check_name(prefix, "prefix")
+    if prefix in _NAMESPACES:
+        raise ValueError(f"a namespace {prefix + ':'!r} is already registered")
+    _NAMESPACES[prefix] = Namespace(prefix, resolve, list_names)
+    return _NAMESPACES[prefix]
+
+
+def unregister_namespace(prefix: str) -> Namespace:
+    """Remove the namespace ``prefix``."""
+    if prefix not in _NAMESPACES:
+        raise UnknownBackboneError(f"cannot unregister namespace {prefix!r}: it is not registered")
+    return _NAMESPACES.pop(prefix)
+
+
+def natural_key(name: str) -> Tuple[object, ...]:
+    """Sort key that puts ``resnet18`` before ``resnet101``."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name.lower()))
+
+
 def list_backbones(pattern: Optional[str] = None) -> List[str]:
-    """Registered names, sorted; ``pattern`` is a shell-style wildcard such as ``"resnet*"``."""
-    names = sorted(_REGISTRY)
+    """Registered names in natural order; ``pattern`` is a shell-style wildcard such as ``"resnet*"``.
+
+    A pattern with a namespace prefix lists that namespace: ``list_backbones("timm:convnext*")``.
+    """
+    if pattern is not None and ":" in pattern:
+        prefix, rest = pattern.split(":", 1)
+        if prefix not in _NAMESPACES:
+            raise UnknownBackboneError(
+                f"unknown namespace {prefix + ':'!r} in pattern {pattern!r}; namespaces: {_namespace_list()}"
+            )
+        names = _NAMESPACES[prefix].list_names(rest or None)
+        return sorted((f"{prefix}:{n}" for n in names), key=natural_key)
+    names = sorted(_TABLE, key=natural_key)
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
+def _namespace_list() -> str:
+    return ", ".join(f"{p}:" for p in sorted(_NAMESPACES)) or "none"
+
+
 def get_entry(name: str) -> BackboneEntry:
-    """The registry entry for ``name``; ``UnknownBackboneError`` (a ``KeyError``) suggests close names."""
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3, cutoff=0.5)
+    """The entry for ``name`` (or ``"<prefix>:<name>"``); ``UnknownBackboneError`` (a ``KeyError``) suggests
+    close names."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string such as 'resnet50' or 'timm:convnext_atto', got {name!r}")
+    if name in _TABLE:
+        return _TABLE[name]
+    if ":" in name:
+        prefix, rest = name.split(":", 1)
+        if prefix in _NAMESPACES:
+            return _NAMESPACES[prefix].resolve(rest)
+        raise UnknownBackboneError(f"unknown namespace {prefix + ':'!r} in {name!r}; namespaces: {_namespace_list()}")
+    folded = {n.lower(): n for n in _TABLE}
+    key = name.strip().lower().replace("-", "_")
+    close = [folded[n] for n in difflib.get_close_matches(key, list(folded), n=3, cutoff=0.5)]
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UnknownBackboneError(
-        f"unknown backbone name {name!r}{hint} (list_backbones() shows all {len(_REGISTRY)} names)"
+        f"unknown backbone name {name!r}{hint} (`backbones list` or list_backbones() shows all {len(_TABLE)} names)"
     )
-
-
-def _as_tuple(value: object, name: str) -> object:
-    if value is None or isinstance(value, tuple):
-        return value
-    if isinstance(value, list):
-        return tuple(value)
-    if name == "out_channels" and isinstance(value, int):
-        return value
-    raise TypeError(f"{name} must be a tuple or list, got {value!r}")
-
-
-def build_backbone(
-    name: str,
-    *,
-    out_channels: Union[None, int, Sequence[int]] = None,
-    output_stride: Optional[PairLike] = None,
-    strides: Optional[Sequence[PairLike]] = None,
-    dilate: bool = False,
-    in_channels: Optional[int] = None,
-    pretrained: Union[bool, str] = False,
-    out_indices: Optional[Sequence[int]] = None,
-    frozen_stages: int = -1,
-    norm_eval: bool = False,
-    adapter: str = "conv_bn",
-    drop_rate: float = 0.0,
-    **family_kwargs: object,
-) -> Backbone:
-    """Build a registered backbone under the shape contract.
-
-    Args:
-        name: a name from :func:`list_backbones`.
-        out_channels: channels of the output; ``None`` keeps the native ones (no adapter).
-        output_stride: int or ``(sh, sw)``; ``None`` = native. Removes the last strides first.
-        strides: per-stage strides after the stem (each kept or 1, int or ``(sh, sw)``).
-        dilate: turn removed strides into dilation.
-        in_channels: channels of the input image; ``None`` = the family's default (3; 1 for
-            ``densenet_hmer``).
-        pretrained: ``False``; ``True`` (the default ImageNet weights: torchvision's ``DEFAULT``); a weight
-            tag (torchvision's ``"IMAGENET1K_V2"`` or timm's ``"a1_in1k"``); or a ``.pth``/``.pt``/
-            ``.safetensors`` file in torchvision's, timm's, an HMER project's or this library's layout.
-            The first conv is adapted to ``in_channels``; adapters stay freshly initialised. What was
-            loaded is in ``backbone.pretrained_report``.
-        out_indices: stage indices to output (0 = stem); the forward then returns a list.
-        frozen_stages: -1 none, 0 the stem, ``i`` the stem and stages 1..i (frozen, eval mode).
-        norm_eval: keep every BatchNorm of the body in eval mode during training.
-        adapter: ``"conv"``, ``"conv_bn"`` or ``"conv_bn_relu"`` (used when ``out_channels`` is set).
-        drop_rate: the family's dropout (see each family).
-        **family_kwargs: the family's own options, e.g. ``stem="cifar"`` for ResNets.
-
-    Returns:
-        A :class:`Backbone`: ``[N, in_channels, H, W] -> [N, out_channels, ceil(H/sh), ceil(W/sw)]``.
-    """
-    if not isinstance(pretrained, (bool, str, os.PathLike)) and pretrained is not None:
-        raise TypeError(f"pretrained must be a bool, a weight tag or a file path, got {pretrained!r}")
-    if isinstance(name, str) and name.startswith("timm:"):
-        from .timm_backbone import build_timm_backbone
-
-        config = BackboneConfig(
-            in_channels=3 if in_channels is None else in_channels,
-            out_channels=_as_tuple(out_channels, "out_channels"),  # type: ignore[arg-type]
-            output_stride=output_stride,
-            strides=_as_tuple(strides, "strides"),  # type: ignore[arg-type]
-            dilate=dilate,
-            out_indices=_as_tuple(out_indices, "out_indices"),  # type: ignore[arg-type]
-            frozen_stages=frozen_stages,
-            norm_eval=norm_eval,
-            adapter=adapter,
-            drop_rate=drop_rate,
-        )
-        return build_timm_backbone(name[len("timm:") :], config, pretrained or False, **family_kwargs)
-    entry = get_entry(name)
-    unknown = sorted(set(family_kwargs) - set(entry.options))
-    if unknown:
-        raise TypeError(
-            f"build_backbone({name!r}) got unknown option(s) {', '.join(unknown)}; the {entry.family} family "
-            f"takes {', '.join(entry.options) or 'no options of its own'}, besides {', '.join(COMMON_OPTIONS)}"
-        )
-    if pretrained not in (False, None) and not is_checkpoint_path(pretrained):
-        weight_file = fetch(resolve_weight_set(name, pretrained))  # before building: fail fast
-    elif pretrained not in (False, None):
-        weight_file = pretrained
-    else:
-        weight_file = None
-    config = BackboneConfig(
-        in_channels=entry.in_channels if in_channels is None else in_channels,
-        out_channels=_as_tuple(out_channels, "out_channels"),  # type: ignore[arg-type]
-        output_stride=output_stride,
-        strides=_as_tuple(strides, "strides"),  # type: ignore[arg-type]
-        dilate=dilate,
-        out_indices=_as_tuple(out_indices, "out_indices"),  # type: ignore[arg-type]
-        frozen_stages=frozen_stages,
-        norm_eval=norm_eval,
-        adapter=adapter,
-        drop_rate=drop_rate,
-    )
-    model = entry.builder(config, **family_kwargs)
-    if weight_file is not None:
-        with torch.device("meta"):
-            native = replace(config, out_indices=None, out_channels=None, frozen_stages=-1)
-            reference_keys = list(entry.builder(native, **family_kwargs).state_dict())
-        load_weights(model, weight_file, reference_keys=reference_keys)
-    return model

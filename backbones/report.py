@@ -9,13 +9,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .base import Backbone
+from .build import build_backbone
 from .contract import Pair, output_size
-from .registry import build_backbone, get_entry
-from .testing import meta_clone
+from .meta import count_flops, meta_call
+from .registry import get_entry
 
 __all__ = ["BackboneReport", "StageReport", "build_on_meta", "count_flops", "describe"]
 
@@ -62,37 +62,25 @@ def build_on_meta(name: str, **kwargs: Any) -> Backbone:
     """``build_backbone`` on the meta device: no weight memory, no initialisation cost."""
     if kwargs.get("pretrained") not in (None, False):
         kwargs = {**kwargs, "pretrained": False}  # shapes do not depend on weights
-    if not name.startswith("timm:"):
-        get_entry(name)  # an unknown name fails here, before anything is built
+    get_entry(name)  # an unknown name fails here, before anything is built
     with torch.device("meta"):
         return build_backbone(name, **kwargs).eval()
-
-
-def _on_meta(model: nn.Module) -> nn.Module:
-    parameter = next(iter(model.parameters()), None)
-    return model.eval() if parameter is not None and parameter.is_meta else meta_clone(model)
-
-
-def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """FLOPs (multiply and add counted separately, as ``torch.utils.flop_counter``) of one forward."""
-    runner = _on_meta(model)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        runner(torch.empty(tuple(input_shape), device="meta"))
-    return counter.get_total_flops()
 
 
 def describe(
     model: Backbone, input_shape: Sequence[int], name: str = "", options: Dict[str, Any] | None = None
 ) -> BackboneReport:
     """Per-stage shapes, output shapes, the contract's shapes, parameters and FLOPs for ``input_shape``."""
-    runner = _on_meta(model)
+    was_training = model.training
+    model.eval()
     x = torch.empty(tuple(input_shape), device="meta")
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        out = runner(x)
-    with torch.no_grad():
-        stage_outputs = runner.forward_stages(x)
+    try:
+        with counter:
+            out = meta_call(model, "forward", x)
+        stage_outputs = meta_call(model, "forward_stages", x)
+    finally:
+        model.train(was_training)
     outputs: List[torch.Tensor] = out if isinstance(out, list) else [out]
     n, _, h, w = input_shape
     stages = tuple(

@@ -8,48 +8,38 @@
         candidate = build_backbone("resnet50", out_channels=684, output_stride=16, in_channels=1)
         assert_swappable(reference, candidate, sizes=[(54, 46), (311, 1734), (128, 316)])
 
-Forward passes run on a meta-device clone (shapes only, no real activations, the encoder's weights
-are not copied) unless ``device`` names a real device.
+Forward passes run on the meta device (shapes only, no real activations; the encoder's weights are
+neither copied nor touched) unless ``device`` names a real device.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from .contract import output_size
+from .meta import meta_call
 
-__all__ = ["assert_contract", "assert_swappable", "meta_clone", "odd_sizes", "output_shapes"]
+__all__ = ["assert_contract", "assert_swappable", "odd_sizes", "output_shapes"]
 
 Size = Tuple[int, int]
 Device = Union[str, torch.device]
 
 
-def meta_clone(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` on the meta device, in eval mode, made without copying any weight data."""
-    memo: dict = {}
-    for parameter in model.parameters():
-        memo[id(parameter)] = nn.Parameter(torch.empty_like(parameter, device="meta"), parameter.requires_grad)
-    for buffer in model.buffers():
-        memo[id(buffer)] = torch.empty_like(buffer, device="meta")
-    return copy.deepcopy(model, memo).eval()
-
-
 def output_shapes(model: nn.Module, input_shape: Sequence[int], device: Optional[Device] = None) -> List[Tuple]:
-    """Shapes of every output of ``model`` for a zero input of ``input_shape`` (no grad).
+    """Shapes of every output of ``model`` (in eval mode) for a zero input of ``input_shape`` (no grad).
 
-    ``device=None`` runs ``model`` as it is on the meta device (pass a :func:`meta_clone`); a real
-    device runs a real forward in eval mode.
+    ``device=None`` runs on the meta device with meta stand-ins for the weights; a real device runs a
+    real forward.
     """
     x = torch.zeros(tuple(input_shape), device=device or "meta")
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = model(x)
+            out = meta_call(model, "forward", x) if device is None else model(x)
     finally:
         model.train(was_training)
     return [tuple(o.shape) for o in (out if isinstance(out, (list, tuple)) else [out])]
@@ -80,10 +70,6 @@ def _report(title: str, failures: List[str], total: int) -> None:
         raise AssertionError(f"{title}: {len(failures)} of {total} sizes fail, first ones:\n  {shown}")
 
 
-def _runner(model: nn.Module, device: Optional[Device]) -> nn.Module:
-    return meta_clone(model) if device is None else model
-
-
 def assert_contract(
     encoder: nn.Module, sizes: Iterable[Size], *, batch: int = 1, device: Optional[Device] = None, masks: bool = True
 ) -> None:
@@ -100,12 +86,11 @@ def assert_contract(
         device: ``None`` = shapes on the meta device; else a real device for a real forward.
         masks: also check mask downsampling.
     """
-    runner = _runner(encoder, device)
     failures, total = [], 0
     for h, w in sizes:
         total += 1
         expected = _contract_shapes(encoder, batch, h, w)
-        got = output_shapes(runner, (batch, encoder.in_channels, h, w), device)
+        got = output_shapes(encoder, (batch, encoder.in_channels, h, w), device)
         analytic = [(batch, e[1], *size) for e, size in zip(expected, _per_output(encoder, encoder.output_size(h, w)))]
         if got != expected or analytic != expected:
             failures.append(f"{h}x{w}: forward {got}, output_size {analytic}, contract {expected}")
@@ -136,11 +121,10 @@ def assert_swappable(
             f"channels differ: reference in={reference.in_channels} out={reference.out_channels}, "
             f"candidate in={candidate.in_channels} out={candidate.out_channels}"
         )
-    runners = [_runner(reference, device), _runner(candidate, device)]
     failures, total = [], 0
     for h, w in sizes:
         total += 1
-        shapes = [output_shapes(r, (1, reference.in_channels, h, w), device) for r in runners]
+        shapes = [output_shapes(m, (1, reference.in_channels, h, w), device) for m in (reference, candidate)]
         if shapes[0] != shapes[1]:
             failures.append(f"{h}x{w}: reference {shapes[0]}, candidate {shapes[1]}")
             continue

@@ -1,4 +1,4 @@
-"""The shape contract (DESIGN.md section 1) on every registered backbone and configuration."""
+"""The shape contract (README, "The contract") on every registered backbone and configuration."""
 
 import math
 

@@ -40,7 +40,11 @@ def test_unknown_family_option_is_refused_by_name():
         ({"out_indices": (2, 3), "out_channels": (8, 16, 32)}, ValueError, "one int per output (2 for"),
         ({"stem": "tiny"}, ValueError, "stem must be one of imagenet, cifar, got 'tiny'"),
         ({"pretrained": "weights.pth"}, FileNotFoundError, "pretrained file 'weights.pth' does not exist"),
-        ({"pretrained": "imagenet"}, ValueError, "or one of the weight tags of resnet18: a1_in1k"),
+        (
+            {"pretrained": "imagenet"},
+            ValueError,
+            "or one of the weight tags of resnet18: IMAGENET1K_V1, DEFAULT, a1_in1k",
+        ),
     ],
 )
 def test_bad_build_arguments(kwargs, error, message):
@@ -90,8 +94,8 @@ def test_bad_output_size_arguments():
 @pytest.mark.parametrize(
     "mask, message",
     [
-        (torch.zeros(2, 3, 8, 8), "mask must be [N, H, W] or [N, 1, H, W], got shape (2, 3, 8, 8)"),
-        (torch.zeros(8, 8), "mask must be [N, H, W] or [N, 1, H, W], got shape (8, 8)"),
+        (torch.zeros(2, 3, 8, 8), "mask must be [N, H, W] or [N, 1, H, W], got shape [2, 3, 8, 8]"),
+        (torch.zeros(8, 8), "mask must be [N, H, W] or [N, 1, H, W], got shape [8, 8]"),
     ],
 )
 def test_bad_mask(mask, message):

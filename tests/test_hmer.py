@@ -1,4 +1,4 @@
-"""densenet_hmer as DESIGN.md describes it, and the seeds' ResNet-50 swap against it."""
+"""densenet_hmer as the README describes it (the WAP/BTTR/CoMER encoder), and the seeds' ResNet-50 swap against it."""
 
 import math
 

@@ -1,79 +1,138 @@
-"""Registry: listing, user families with the whole contract, duplicate names."""
-
-from collections import OrderedDict
+"""Registry: listing, a user family with the whole contract, namespaces, clean registration and removal."""
 
 import pytest
 import torch
+from backbones.adapters import MaskedEncoder
 from torch import nn
 
-from backbones import Backbone, BackboneConfig, SequentialBackbone, build_backbone, list_backbones, register_backbone
-from backbones.contract import FeatureInfo
-from backbones.layers import CeilMaxPool2d
+from backbones import (
+    BackboneConfig,
+    BackboneEntry,
+    SequentialBackbone,
+    Stages,
+    build_backbone,
+    get_entry,
+    list_backbones,
+    register_backbone,
+    register_namespace,
+    unregister_backbone,
+    unregister_namespace,
+)
+from backbones.cli import main
+from backbones.layers import CeilPool2d, stride_of
 from backbones.testing import assert_contract, odd_sizes
 
 EXPECTED = {
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-    "resnext101_64x4d",
-    "wide_resnet50_2",
-    "wide_resnet101_2",
-    "densenet121",
-    "densenet161",
-    "densenet169",
-    "densenet201",
-    "densenet_hmer",
-}
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
+    "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2", "densenet121", "densenet161", "densenet169",
+    "densenet201", "densenet_hmer",
+}  # fmt: skip
 
 
-def test_list_backbones():
+def test_list_backbones_in_natural_order():
     assert EXPECTED <= set(list_backbones())
-    assert list_backbones("resnext*") == ["resnext101_32x8d", "resnext101_64x4d", "resnext50_32x4d"]
+    assert list_backbones("resnext*") == ["resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d"]
+    assert list_backbones("resnet*")[:3] == ["resnet18", "resnet34", "resnet50"]
     assert list_backbones("nothing*") == []
 
 
+# -- a complete family of your own: this class is all it takes ---------------------------------------
 class TinyCNN(SequentialBackbone):
-    """A user family: conv stem, then stages that each halve the size with a ceil max pool."""
+    """A user family: conv stem /2, then two stages that each halve the size with a ceil max pool."""
 
-    def __init__(self, config: BackboneConfig, *, width: int) -> None:
-        super().__init__(config)
-        plan = config.plan(2, [(2, 2), (2, 2)])
-        layers = OrderedDict(stem=nn.Conv2d(config.in_channels, width, 3, 2, 1), relu=nn.ReLU())
-        stages = [FeatureInfo("stem", 0, width, plan.stem_stride, modules=("features.stem",))]
-        for i, stage in enumerate(plan.stages, start=1):
-            layers[f"stage{i}"] = nn.Sequential(
-                CeilMaxPool2d(stage.stride), nn.Conv2d(width, width, 3, padding=stage.dilation, dilation=stage.dilation)
-            )
-            stages.append(
-                FeatureInfo(f"stage{i}", i, width, stage.output_stride, stage.dilation, (f"features.stage{i}",))
-            )
-        self.set_features(layers, ["relu", "stage1", "stage2"])
-        self.finish(stages, num_stages=2)
+    def build(self, config: BackboneConfig, *, width: int = 8) -> Stages:
+        stem = {"stem": nn.Conv2d(self.in_channels, width, 3, 2, 1), "relu": nn.ReLU()}
+        plan = config.plan(stride_of(*stem.values()), [(2, 2), (2, 2)])
+        stages = [self.add_stage("stem", stem, width, plan.stem_stride)]
+        for i, stage in enumerate(plan.stages[: config.last_stage(2)], start=1):
+            conv = nn.Conv2d(width, width, 3, padding=stage.dilation, dilation=stage.dilation)
+            layer = nn.Sequential(CeilPool2d(stage.stride, "max"), conv, nn.BatchNorm2d(width))
+            stages.append(self.add_stage(f"stage{i}", {f"stage{i}": layer}, width, stage.output_stride, stage.dilation))
+        return Stages(stages, 2)
 
 
-@register_backbone("test_tiny_cnn", family="tiny")
-def tiny_cnn(config: BackboneConfig, *, width: int = 8) -> Backbone:
-    return TinyCNN(config, width=width)
+@pytest.fixture
+def tiny():
+    register_backbone("test_tiny_cnn", family="tiny")(TinyCNN)
+    yield "test_tiny_cnn"
+    unregister_backbone("test_tiny_cnn")
 
 
-def test_user_family_gets_the_contract():
-    encoder = build_backbone("test_tiny_cnn", out_channels=5, output_stride=(4, 8), in_channels=2, width=6)
+def test_user_family_gets_the_contract(tiny):
+    encoder = build_backbone(tiny, out_channels=5, output_stride=(4, 8), in_channels=2, width=6)
     assert encoder.out_channels == 5 and encoder.output_stride == (4, 8)
     assert_contract(encoder, odd_sizes(10, low=(1, 1), high=(90, 90)), device="cpu")
     with pytest.raises(TypeError, match="the tiny family takes width"):
-        build_backbone("test_tiny_cnn", depth=3)
+        build_backbone(tiny, depth=3)
     with pytest.raises(ValueError, match="output_stride must be one of 2, 4, 8"):
-        build_backbone("test_tiny_cnn", output_stride=16)
+        build_backbone(tiny, output_stride=16)
     scripted = torch.jit.script(encoder.eval())
     assert scripted(torch.randn(1, 2, 17, 33)).shape == (1, 5, 5, 5)
 
 
-def test_duplicate_name_is_refused():
+def test_user_family_dilation_pyramid_freezing_masks_and_cli(tiny, capsys):
+    dilated = build_backbone(tiny, output_stride=4, dilate=True)
+    assert [info.dilation for info in dilated.feature_info] == [(1, 1), (1, 1), (2, 2)]
+    assert dilated.features.stage2[1].dilation == (2, 2)
+    pyramid = build_backbone(tiny, out_indices=(0, 2), out_channels=(3, 4), frozen_stages=1, norm_eval=True)
+    assert pyramid.out_channels == (3, 4) and pyramid.output_stride == ((2, 2), (8, 8))
+    frozen = {name.split(".")[1] for name, p in pyramid.named_parameters() if not p.requires_grad}
+    assert frozen == {"stem", "stage1"} and not pyramid.train().features.stage2[2].training
+    masked = MaskedEncoder(build_backbone(tiny, in_channels=1)).eval()
+    mask = torch.rand(2, 37, 41) > 0.5
+    feature, small = masked(torch.randn(2, 1, 37, 41), mask)
+    assert feature.shape == (2, 8, 5, 6) and torch.equal(small, mask[:, ::8, ::8])
+    assert main(["check", f"{tiny}:output_stride=4", "--input", "1x3x37x41"]) == 0
+    assert "[1, 8, 10, 11]" in capsys.readouterr().out
+
+
+def test_registrations_are_removed_cleanly(tiny):
+    assert tiny in list_backbones()
+    with pytest.raises(ValueError, match="a backbone named 'test_tiny_cnn' is already registered"):
+        register_backbone(tiny)(TinyCNN)
+    entry = unregister_backbone(tiny)
+    assert entry.builder is TinyCNN and entry.options == ("width",) and tiny not in list_backbones()
+    with pytest.raises(KeyError, match="cannot unregister 'test_tiny_cnn': it is not registered"):
+        unregister_backbone(tiny)
+    register_backbone(tiny, family="tiny")(TinyCNN)  # the fixture's teardown removes it again
+
+
+def test_duplicate_and_bad_names_are_refused():
     with pytest.raises(ValueError, match="a backbone named 'resnet50' is already registered"):
-        register_backbone("resnet50")(tiny_cnn)
+        register_backbone("resnet50")(TinyCNN)
     with pytest.raises(ValueError, match="name must be a non-empty string without ':'"):
         register_backbone("timm:x")
+    with pytest.raises(ValueError, match="a namespace 'timm:' is already registered"):
+        register_namespace("timm", lambda name: None, lambda pattern: [])
+
+
+def test_a_namespace_of_your_own():
+    zoo = {"tiny_a": 4, "tiny_b": 8}
+
+    def resolve(name: str) -> BackboneEntry:
+        if name not in zoo:
+            raise KeyError(f"mylab has no model {name!r}")
+
+        def builder(config: BackboneConfig) -> TinyCNN:
+            return TinyCNN(config, width=zoo[name])
+
+        return BackboneEntry(f"mylab:{name}", builder, "mylab", (), "in-house tiny CNN")
+
+    register_namespace(
+        "mylab", resolve, lambda pattern: sorted(n for n in zoo if not pattern or n.startswith(pattern[:-1]))
+    )
+    try:
+        assert list_backbones("mylab:tiny*") == ["mylab:tiny_a", "mylab:tiny_b"]
+        assert build_backbone("mylab:tiny_b", out_channels=3).feature_info[-1].channels == 8
+        assert get_entry("mylab:tiny_a").family == "mylab"
+        with pytest.raises(KeyError, match="mylab has no model 'zzz'"):
+            build_backbone("mylab:zzz")
+    finally:
+        unregister_namespace("mylab")
+    with pytest.raises(KeyError, match=r"unknown namespace 'mylab:' in 'mylab:tiny_a'; namespaces: timm:"):
+        get_entry("mylab:tiny_a")
+
+
+def test_timm_namespace_lists_timm_names():
+    names = list_backbones("timm:convnext_a*")
+    assert "timm:convnext_atto" in names and all(n.startswith("timm:convnext_a") for n in names)

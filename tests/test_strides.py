@@ -116,7 +116,7 @@ def test_strides_and_agreeing_output_stride_are_accepted():
         ({"strides": (1, (2, 3), 2, 2)}, ValueError, "strides[1] must be 1 or 2"),
         ({"strides": (1, 2, 2, 2), "output_stride": 16}, ValueError, "disagrees with strides"),
         ({"strides": 16}, TypeError, "strides must be a tuple or list, got 16"),
-        ({"dilate": 1}, TypeError, "dilate must be a bool, got 1"),
+        ({"dilate": 1}, TypeError, "dilate must be a bool (True or False), got 1"),
     ],
 )
 def test_impossible_strides_are_refused(kwargs, error, message):

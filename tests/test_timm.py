@@ -3,8 +3,8 @@
 import pytest
 import timm
 import torch
+from backbones.adapters import MaskedEncoder
 
-from adapters import MaskedEncoder
 from backbones import build_backbone
 from backbones.testing import assert_contract, odd_sizes
 

@@ -9,9 +9,9 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from backbones import build_backbone
-from backbones.checkpoints import WeightsMismatchError, adapt_first_conv, load_weights
-from backbones.weights import WeightsUnavailableError, read_state_dict, resolve_weight_set, weight_sets
+from backbones import WeightsUnavailableError, build_backbone, get_entry, weight_sets
+from backbones.loading import WeightsMismatchError, adapt_first_conv, load_weights
+from backbones.sources import choose_weight_set, read_state_dict
 
 TOLERANCE = 1e-5
 
@@ -103,7 +103,7 @@ def test_pruned_stages_are_ignored_not_refused(tmp_path):
     path = _save(tmp_path, torchvision.models.resnet18().state_dict(), "r18.pth")
     encoder = build_backbone("resnet18", out_indices=(1, 2), pretrained=path)
     assert "layer3.0.conv1.weight" in encoder.pretrained_report.ignored
-    assert encoder.layer3 is None
+    assert len(encoder.layer3) == 0 and not any(k.startswith("layer3.") for k in encoder.state_dict())
 
 
 @pytest.mark.parametrize("family", ["resnet18", "densenet121", "densenet_hmer"])
@@ -228,7 +228,7 @@ def test_offline_download_says_which_file_and_where_to_put_it(offline):
 def test_tags_resolve_to_cached_files(offline):
     offline.mkdir(parents=True)
     state = torchvision.models.resnet18().state_dict()
-    torch.save(state, offline / resolve_weight_set("resnet18", "IMAGENET1K_V1").filename)
+    torch.save(state, offline / weight_sets("resnet18")["IMAGENET1K_V1"].filename)
     _same_tensors(build_backbone("resnet18", pretrained=True), state)
     timm_state = timm.create_model("resnet18").state_dict()
     save_file(timm_state, str(offline / "resnet18.a1_in1k.safetensors"))
@@ -238,7 +238,7 @@ def test_tags_resolve_to_cached_files(offline):
 def test_weight_tags_and_their_errors():
     tags = weight_sets("resnet50")
     assert {"DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2", "a1_in1k", "tv_in1k"} <= set(tags)
-    assert resolve_weight_set("resnet50", True).filename == "resnet50-11ad3fa6.pth"
+    assert choose_weight_set("resnet50", get_entry("resnet50").weights, True).filename == "resnet50-11ad3fa6.pth"
     with pytest.raises(ValueError, match=r"weight tags of resnet50: .*IMAGENET1K_V2.*got 'imagenet'"):
         build_backbone("resnet50", pretrained="imagenet")
     with pytest.raises(ValueError, match="densenet_hmer has no published ImageNet weights"):

@@ -10,9 +10,9 @@ import math
 from typing import Any, Dict, List
 
 import torch
+from backbones.adapters import MaskedEncoder, SinePositionalEncoding2D, to_sequence
 from torch import Tensor, nn
 
-from adapters import MaskedEncoder, SinePositionalEncoding2D, to_sequence
 from backbones import build_backbone
 from backbones.spec import parse_spec
 

@@ -1,4 +1,4 @@
-"""Loading a state dict into a backbone: key layout detection, remapping, input-conv adaptation, strict checks.
+"""Tensors go into a model: key layout detection, remapping, input-conv adaptation, strict checks.
 
 The checkpoint may use torchvision's, timm's, an HMER project's or our own key names, and may be a whole
 model (a recognizer, a Lightning module) of which the backbone is a part: the prefix under which most keys
@@ -15,15 +15,18 @@ import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Collection, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Collection, Dict, List, Mapping, Optional, Tuple, Union
 
 from torch import Tensor, nn
 
-from .weights import read_state_dict
+from .sources import read_state_dict
+
+if TYPE_CHECKING:
+    from .base import Backbone
 
 __all__ = ["LoadReport", "WeightsMismatchError", "adapt_first_conv", "first_conv_name", "load_weights"]
 
-_logger = logging.getLogger("backbones.weights")
+_logger = logging.getLogger(__name__)
 _SHOWN = 12
 
 
@@ -64,8 +67,10 @@ def _names(keys: Collection[str]) -> str:
     return f"{shown}, ... ({len(keys)} in all)" if len(keys) > _SHOWN else shown
 
 
-def first_conv_name(model: nn.Module) -> str:
-    """The qualified name of the first ``nn.Conv2d`` (the one whose input channels get adapted)."""
+def first_conv_name(model: Backbone) -> str:
+    """The conv whose input channels get adapted: the family's ``first_conv``, else the first ``nn.Conv2d``."""
+    if model.first_conv:
+        return model.first_conv
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             return name
@@ -82,19 +87,14 @@ def adapt_first_conv(weight: Tensor, in_channels: int) -> Tensor:
     return adapt_input_conv(in_channels, weight.float(), base_chans=weight.shape[1]).to(weight.dtype)
 
 
-def _rename(model: nn.Module, key: str) -> Optional[str]:
-    rename = getattr(model, "checkpoint_key", None)
-    return rename(key) if callable(rename) else key
-
-
-def _find_prefix(model: nn.Module, keys: List[str], targets: Collection[str]) -> Tuple[str, int]:
+def _find_prefix(model: Backbone, keys: List[str], targets: Collection[str]) -> Tuple[str, int]:
     """The prefix (``""`` or ending in ``.``) under which the most keys map onto ``targets``."""
     scores: Dict[str, int] = defaultdict(int)
     for key in keys:
         parts = key.split(".")
         for cut in range(len(parts)):
             prefix = ".".join(parts[:cut]) + ("." if cut else "")
-            if _rename(model, key[len(prefix) :]) in targets:
+            if model.checkpoint_key(key[len(prefix) :]) in targets:
                 scores[prefix] += 1
     if not scores:
         return "", 0
@@ -103,7 +103,7 @@ def _find_prefix(model: nn.Module, keys: List[str], targets: Collection[str]) ->
 
 
 def load_weights(
-    model: nn.Module,
+    model: Backbone,
     checkpoint: Union[str, os.PathLike, Mapping[str, Tensor]],
     *,
     reference_keys: Optional[Collection[str]] = None,
@@ -112,7 +112,7 @@ def load_weights(
     """Load a checkpoint into ``model`` strictly, in any supported key layout.
 
     Args:
-        model: a built backbone (or any module with an optional ``checkpoint_key(key)`` renamer).
+        model: a built :class:`~backbones.Backbone` (its ``checkpoint_key`` renames foreign layouts).
         checkpoint: a file path (``.pth``/``.pt``/``.safetensors``) or a state dict.
         reference_keys: the keys of the family's full native model; checkpoint tensors under these keys
             that this model lacks (stages pruned by ``out_indices``) are ignored instead of refused.
@@ -124,6 +124,10 @@ def load_weights(
     Raises:
         WeightsMismatchError: missing, unexpected or mis-shaped tensors, listed by name.
     """
+    from .base import Backbone
+
+    if not isinstance(model, Backbone):
+        raise TypeError(f"model must be a backbones.Backbone, got {type(model).__name__}")
     if isinstance(checkpoint, Mapping):
         state, source = dict(checkpoint), source or "a state dict"
     else:
@@ -142,7 +146,7 @@ def load_weights(
         if not key.startswith(prefix):
             report.outside_prefix += 1
             continue
-        name = _rename(model, key[len(prefix) :])
+        name = model.checkpoint_key(key[len(prefix) :])
         if name is None:
             report.ignored.append(key[len(prefix) :])
             continue
@@ -175,15 +179,15 @@ def load_weights(
             if keys
         ]
         where = f" under the prefix {prefix!r}" if prefix else ""
-        hint = getattr(model, "mismatch_hint", None)
-        if callable(hint) and hint(missing, unexpected):
-            problems.append(f"hint: {hint(missing, unexpected)}")
+        hint = model.mismatch_hint(missing, unexpected)
+        if hint:
+            problems.append(f"hint: {hint}")
         raise WeightsMismatchError(
             f"checkpoint {source} does not fit {type(model).__name__}{where}:\n  " + "\n  ".join(problems)
         )
     result = model.load_state_dict(to_load, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys
     report.loaded = len(to_load)
-    model.pretrained_report = report  # type: ignore[assignment]
+    model.pretrained_report = report
     _logger.info("%s", report)
     return report

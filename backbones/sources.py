@@ -1,4 +1,4 @@
-"""Where pretrained weights come from: named weight sets, the local cache, downloads, safe file reading.
+"""A source becomes tensors: named weight sets, the local cache, downloads, safe file reading.
 
 A registered name's weight sets are torchvision's (``"IMAGENET1K_V1"``, ``"IMAGENET1K_V2"``,
 ``"DEFAULT"``) and timm's pretrained tags (``"a1_in1k"``, ``"tv_in1k"``, ...). ``pretrained=True`` is
@@ -15,21 +15,25 @@ import re
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
+    "TimmWeights",
+    "TorchvisionWeights",
     "WeightSet",
+    "WeightSource",
     "WeightsUnavailableError",
     "cache_dir",
+    "choose_weight_set",
+    "collect_sets",
     "fetch",
     "is_checkpoint_path",
+    "read_pretrained",
     "read_state_dict",
-    "resolve_weight_set",
-    "weight_sets",
 ]
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
@@ -69,76 +73,87 @@ def cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _torchvision_sets(name: str) -> List[WeightSet]:
-    from torchvision.models import get_model_weights
+class WeightSource:
+    """Where a registered name's published weight sets come from (declared beside its builder)."""
 
-    try:
-        enum = get_model_weights(name)
-    except ValueError:
-        return []
-    sets = []
-    for tag, weights in enum.__members__.items():
-        sets.append(WeightSet("torchvision", tag, weights.url, weights.url.rsplit("/", 1)[-1]))
-    return sets
+    def sets(self) -> List[WeightSet]:
+        raise NotImplementedError
+
+    def default_tag(self) -> Optional[str]:
+        raise NotImplementedError
 
 
-def _timm_sets(architecture: str) -> List[WeightSet]:
-    import timm
-    from timm.models import get_pretrained_cfg
+@dataclass(frozen=True)
+class TorchvisionWeights(WeightSource):
+    """torchvision's weight enum of ``model`` (``IMAGENET1K_V1``, ``IMAGENET1K_V2``, ``DEFAULT``)."""
 
-    sets = []
-    for full_name in timm.list_pretrained(f"{architecture}.*"):
-        if full_name.split(".", 1)[0] != architecture:
-            continue
-        cfg = get_pretrained_cfg(full_name)
-        if cfg is None:
-            continue
-        tag = full_name.split(".", 1)[1]
-        if cfg.hf_hub_id:
-            url = f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/model.safetensors"
-        elif cfg.url:
-            url = cfg.url
-        else:
-            continue
-        suffix = ".safetensors" if url.endswith(".safetensors") else Path(url).suffix or ".pth"
-        sets.append(WeightSet("timm", tag, url, f"{full_name}{suffix}", cfg.hf_hub_id or None))
-    return sets
+    model: str
 
+    def sets(self) -> List[WeightSet]:
+        from torchvision.models import get_model_weights
 
-def weight_sets(name: str) -> Dict[str, WeightSet]:
-    """The named weight sets of a registered name or ``timm:<name>``, by tag (empty when none exist)."""
-    if name.startswith("timm:"):
-        return {s.tag: s for s in _timm_sets(name[len("timm:") :])}
-    sets = {s.tag: s for s in _timm_sets(name)}
-    sets.update({s.tag: s for s in _torchvision_sets(name)})
-    return sets
+        try:
+            enum = get_model_weights(self.model)
+        except ValueError:
+            return []
+        return [
+            WeightSet("torchvision", tag, weights.url, weights.url.rsplit("/", 1)[-1])
+            for tag, weights in enum.__members__.items()
+        ]
 
-
-def _default_tag(name: str, sets: Mapping[str, WeightSet]) -> Optional[str]:
-    if "DEFAULT" in sets:
+    def default_tag(self) -> Optional[str]:
         return "DEFAULT"
-    if name.startswith("timm:"):
+
+
+@dataclass(frozen=True)
+class TimmWeights(WeightSource):
+    """timm's pretrained tags of ``architecture`` (``a1_in1k``, ``tv_in1k``, ...)."""
+
+    architecture: str
+
+    def sets(self) -> List[WeightSet]:
+        import timm
         from timm.models import get_pretrained_cfg
 
-        cfg = get_pretrained_cfg(name[len("timm:") :])
-        if cfg is not None and cfg.tag in sets:
-            return cfg.tag
-    return next(iter(sets), None)
+        sets = []
+        for full_name in timm.list_pretrained(f"{self.architecture}.*"):
+            architecture, tag = full_name.split(".", 1)
+            cfg = get_pretrained_cfg(full_name)
+            if architecture != self.architecture or cfg is None:
+                continue
+            if cfg.hf_hub_id:
+                url = f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/model.safetensors"
+            elif cfg.url:
+                url = cfg.url
+            else:
+                continue
+            suffix = ".safetensors" if url.endswith(".safetensors") else Path(url).suffix or ".pth"
+            sets.append(WeightSet("timm", tag, url, f"{full_name}{suffix}", cfg.hf_hub_id or None))
+        return sets
+
+    def default_tag(self) -> Optional[str]:
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(self.architecture)
+        return cfg.tag if cfg is not None else None
 
 
-def is_checkpoint_path(value: object) -> bool:
-    """Whether ``pretrained=value`` names a file rather than a weight tag."""
-    if isinstance(value, os.PathLike):
-        return True
-    if not isinstance(value, str):
-        return False
-    return value.lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in value or "/" in value or os.path.exists(value)
+def collect_sets(name: str, sources: Sequence[WeightSource]) -> Dict[str, WeightSet]:
+    """The weight sets of ``sources`` by tag, the first source's first (it also gives the default)."""
+    sets: Dict[str, WeightSet] = {}
+    for source in sources:
+        for weight_set in source.sets():
+            sets.setdefault(weight_set.tag, weight_set)
+    return sets
 
 
-def resolve_weight_set(name: str, pretrained: Union[bool, str]) -> WeightSet:
-    """The weight set for ``pretrained=True`` or a tag; ``ValueError`` lists the tags there are."""
-    sets = weight_sets(name)
-    tag = _default_tag(name, sets) if pretrained is True else pretrained
+def choose_weight_set(name: str, sources: Sequence[WeightSource], pretrained: Union[bool, str]) -> WeightSet:
+    """The weight set for ``pretrained=True`` (the first source's default) or a tag; ``ValueError`` lists the
+    tags there are."""
+    sets = collect_sets(name, sources)
+    tag: object = pretrained
+    if pretrained is True:
+        tag = next((t for t in (s.default_tag() for s in sources) if t in sets), next(iter(sets), None))
     if tag in sets:
         return sets[tag]  # type: ignore[index]
     if not sets:
@@ -150,6 +165,15 @@ def resolve_weight_set(name: str, pretrained: Union[bool, str]) -> WeightSet:
         f"pretrained must be True, False, a checkpoint path or one of the weight tags of {name}: "
         f"{', '.join(sets)}; got {pretrained!r}"
     )
+
+
+def is_checkpoint_path(value: object) -> bool:
+    """Whether ``pretrained=value`` names a file rather than a weight tag."""
+    if isinstance(value, os.PathLike):
+        return True
+    if not isinstance(value, str):
+        return False
+    return value.lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in value or "/" in value or os.path.exists(value)
 
 
 def _hf_cached(weight_set: WeightSet) -> Optional[Path]:
@@ -230,3 +254,20 @@ def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, Tensor]:
             f"Only tensors and plain containers are accepted; re-save it as a state dict or .safetensors"
         ) from error
     return _unwrap(checkpoint, str(path))
+
+
+def read_pretrained(
+    name: str, sources: Sequence[WeightSource], pretrained: Union[bool, str, os.PathLike]
+) -> Tuple[Dict[str, Tensor], str]:
+    """The tensors that ``pretrained=`` names, and how reports name their origin.
+
+    Args:
+        name: the backbone name (for messages).
+        sources: its declared weight sources (for ``True`` and tags).
+        pretrained: ``True``, a weight tag, or a checkpoint file.
+    """
+    if is_checkpoint_path(pretrained):
+        path = Path(pretrained)
+        return read_state_dict(path), str(path)
+    weight_set = choose_weight_set(name, sources, pretrained)  # type: ignore[arg-type]
+    return read_state_dict(fetch(weight_set)), f"{weight_set.source} weights {weight_set.tag!r}"

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .base import Backbone, BackboneConfig, SequentialBackbone
-from .contract import FeatureInfo
-from .layers import CeilAvgPool2d, CeilMaxPool2d, dilate_convs
-from .registry import register_backbone
+from ..base import SequentialBackbone, Stages
+from ..config import BackboneConfig, check_bool
+from ..contract import Pair
+from ..layers import CeilPool2d, stride_of
+from ..registry import register_backbone
+from .densenet import add_dense_stages, ceil_pool_or_identity
 
 __all__ = ["DenseNetHMER"]
 
@@ -92,20 +94,22 @@ class _DenseBlock(nn.Sequential):
 class _Transition(nn.Sequential):
     """``[N, C, H, W] -> [N, floor(C * reduction), ceil(H/sh), ceil(W/sw)]``."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: tuple, drop_rate: float) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: Pair, drop_rate: float) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.dropout = _dropout(drop_rate)
-        self.pool = CeilAvgPool2d(stride) if stride != (1, 1) else nn.Identity()
+        self.pool = ceil_pool_or_identity(stride)
 
 
+@register_backbone("densenet_hmer", family="densenet_hmer")
 class DenseNetHMER(SequentialBackbone):
-    """DenseNet-B formula encoder ``[N, 1, H, W] -> [N, 684, ceil(H/16), ceil(W/16)]`` (defaults).
+    """DenseNet-B formula encoder of WAP/BTTR/CoMER/CAN: 684 channels at /16 from 1 channel.
 
-    Args:
-        config: the common build options (``drop_rate``: dropout after each ReLU, 0.2 in the original).
+    ``[N, 1, H, W] -> [N, 684, ceil(H/16), ceil(W/16)]`` with the defaults.
+
+    Family options:
         growth_rate: channels each dense layer adds (the stem has ``2 * growth_rate``).
         block_layers: dense layers per block; one stage per block.
         reduction: channel reduction of the transitions.
@@ -114,9 +118,15 @@ class DenseNetHMER(SequentialBackbone):
         post_norm: BatchNorm on the output (CoMER, ICAL, TAMER, PosFormer).
         memory_efficient: gradient checkpointing of each dense layer's concatenation and first conv (less
             training memory, a slower backward; the same numbers).
+
+    ``drop_rate`` is dropout after each ReLU (0.2 in the original).
     """
 
-    def __init__(
+    default_in_channels = 1
+    first_conv = "features.conv1"
+    dropout_on_output = False
+
+    def build(
         self,
         config: BackboneConfig,
         *,
@@ -127,56 +137,41 @@ class DenseNetHMER(SequentialBackbone):
         stem_norm: bool = False,
         post_norm: bool = False,
         memory_efficient: bool = False,
-    ) -> None:
-        super().__init__(config)
-        _validate(growth_rate, block_layers, reduction, bottleneck, stem_norm, post_norm, memory_efficient)
-        native = [(1, 1)] + [(2, 2)] * (len(block_layers) - 1)
-        plan = config.plan(4, native)
-        last = config.last_stage(len(block_layers))
+    ) -> Stages:
+        _validate(growth_rate, block_layers, reduction)
+        for name, flag in (("bottleneck", bottleneck), ("stem_norm", stem_norm), ("post_norm", post_norm),
+                           ("memory_efficient", memory_efficient)):  # fmt: skip
+            check_bool(flag, name)
         channels = 2 * growth_rate
-        features: OrderedDict[str, nn.Module] = OrderedDict()
-        features["conv1"] = nn.Conv2d(config.in_channels, channels, kernel_size=7, stride=2, padding=3, bias=False)
-        stem_modules = ["features.conv1"]
+        stem: Dict[str, nn.Module] = OrderedDict()
+        stem["conv1"] = nn.Conv2d(self.in_channels, channels, kernel_size=7, stride=2, padding=3, bias=False)
         if stem_norm:
-            features["norm1"] = nn.BatchNorm2d(channels)
-            stem_modules.append("features.norm1")
-        features["relu1"] = nn.ReLU(inplace=True)
-        features["pool1"] = CeilMaxPool2d((2, 2))
-        stages = [FeatureInfo("stem", 0, channels, plan.stem_stride, modules=tuple(stem_modules))]
-        stage_ends = ["pool1"]
-        for index, (stage_plan, num_layers) in enumerate(zip(plan.stages, block_layers), start=1):
-            if index > last:
-                break
-            modules = []
-            if index > 1:
-                out_channels = int(math.floor(channels * reduction))
-                features[f"trans{index - 1}"] = _Transition(channels, out_channels, stage_plan.stride, config.drop_rate)
-                modules.append(f"features.trans{index - 1}")
-                channels = out_channels
+            stem["norm1"] = nn.BatchNorm2d(channels)
+        stem["relu1"] = nn.ReLU(inplace=True)
+        stem["pool1"] = CeilPool2d((2, 2), "max")
+        plan = config.plan(stride_of(*stem.values()), [(1, 1)] + [(2, 2)] * (len(block_layers) - 1))
+
+        def transition(channels: int, stride: Pair) -> Tuple[nn.Module, int]:
+            out_channels = int(math.floor(channels * reduction))
+            return _Transition(channels, out_channels, stride, config.drop_rate), out_channels
+
+        def block(num_layers: int, channels: int) -> Tuple[nn.Module, int]:
             layers = []
             for _ in range(num_layers):
                 layers.append(_DenseLayer(channels, growth_rate, bottleneck, config.drop_rate, memory_efficient))
                 channels += growth_rate
-            block = _DenseBlock(*layers)
-            dilate_convs(block, stage_plan.dilation)
-            features[f"dense{index}"] = block
-            modules.append(f"features.dense{index}")
-            stage_end = f"dense{index}"
-            if index == len(block_layers) and post_norm:
-                features["post_norm"] = nn.BatchNorm2d(channels)
-                modules.append("features.post_norm")
-                stage_end = "post_norm"
-            stage_ends.append(stage_end)
-            stages.append(
-                FeatureInfo(
-                    f"dense{index}", index, channels, stage_plan.output_stride, stage_plan.dilation, tuple(modules)
-                )
-            )
-        self.set_features(features, stage_ends)
+            return _DenseBlock(*layers), channels
+
+        stages = [self.add_stage("stem", stem, 2 * growth_rate, plan.stem_stride)]
+        stages += add_dense_stages(
+            self, plan, block_layers, 2 * growth_rate, last=config.last_stage(len(block_layers)),
+            names=("dense", "trans"), transition=transition, block=block,
+            tail=lambda channels: {"post_norm": nn.BatchNorm2d(channels)} if post_norm else {},
+        )  # fmt: skip
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        self.finish(stages, num_stages=len(block_layers))
+        return Stages(stages, len(block_layers))
 
     def checkpoint_key(self, key: str) -> Optional[str]:
         """HMER encoders' keys (``conv1.weight``, ``dense1.0.conv1.weight``) live under ``features.`` here."""
@@ -191,7 +186,7 @@ class DenseNetHMER(SequentialBackbone):
         return ""
 
 
-def _validate(growth_rate: int, block_layers: Sequence[int], reduction: float, *flags: bool) -> None:
+def _validate(growth_rate: int, block_layers: Sequence[int], reduction: float) -> None:
     if isinstance(growth_rate, bool) or not isinstance(growth_rate, int) or growth_rate < 1:
         raise ValueError(f"growth_rate must be a positive int, got {growth_rate!r}")
     if (
@@ -202,31 +197,3 @@ def _validate(growth_rate: int, block_layers: Sequence[int], reduction: float, *
         raise ValueError(f"block_layers must be a non-empty tuple of positive ints, got {block_layers!r}")
     if isinstance(reduction, bool) or not isinstance(reduction, (int, float)) or not 0 < reduction <= 1:
         raise ValueError(f"reduction must be a float in (0, 1], got {reduction!r}")
-    for name, flag in zip(("bottleneck", "stem_norm", "post_norm", "memory_efficient"), flags):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {flag!r}")
-
-
-@register_backbone("densenet_hmer", family="densenet_hmer", in_channels=1)
-def densenet_hmer(
-    config: BackboneConfig,
-    *,
-    growth_rate: int = 24,
-    block_layers: Sequence[int] = (16, 16, 16),
-    reduction: float = 0.5,
-    bottleneck: bool = True,
-    stem_norm: bool = False,
-    post_norm: bool = False,
-    memory_efficient: bool = False,
-) -> Backbone:
-    """DenseNet-B formula encoder of WAP/BTTR/CoMER/CAN: 684 channels at /16 from 1 channel."""
-    return DenseNetHMER(
-        config,
-        growth_rate=growth_rate,
-        block_layers=block_layers,
-        reduction=reduction,
-        bottleneck=bottleneck,
-        stem_norm=stem_norm,
-        post_norm=post_norm,
-        memory_efficient=memory_efficient,
-    )

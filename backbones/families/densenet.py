@@ -1,0 +1,167 @@
+"""ImageNet DenseNets (121/161/169/201) with torchvision's module names and ceil-mode transitions.
+
+torchvision's transition pooling rounds down; the contract says ceil, so the transitions here pad the
+odd edge and divide partial windows by their valid elements. Results are identical to torchvision on
+sizes divisible by 32. A torchvision state dict (without ``classifier.*``) loads with ``strict=True``.
+
+Stages: 0 = stem (``features.conv0 .. pool0``, /4), ``i`` = ``transition{i-1}`` (its pooling is the
+stride) + ``denseblock{i}``; the last stage ends with ``norm5`` and a ReLU (what the classifier sees).
+:func:`add_dense_stages` is the stage loop that ``densenet_hmer`` shares.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from torch import nn
+
+from ..base import SequentialBackbone, Stages
+from ..config import BackboneConfig, check_bool
+from ..contract import FeatureInfo, Pair
+from ..layers import CeilPool2d, dilate_convs, stride_of
+from ..registry import register_backbone
+from ..sources import TimmWeights, TorchvisionWeights
+from ..strides import StridePlan
+
+__all__ = ["DenseNet", "add_dense_stages"]
+
+NATIVE_STRIDES = ((1, 1), (2, 2), (2, 2), (2, 2))
+# torchvision's published DenseNet files predate its module names: "denselayer1.norm.1.weight".
+_OLD_LAYER_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
+
+
+def add_dense_stages(
+    model: SequentialBackbone,
+    plan: StridePlan,
+    block_layers: Sequence[int],
+    channels: int,
+    *,
+    last: int,
+    names: Tuple[str, str],
+    transition: Callable[[int, Pair], Tuple[nn.Module, int]],
+    block: Callable[[int, int], Tuple[nn.Module, int]],
+    tail: Callable[[int], Dict[str, nn.Module]],
+) -> List[FeatureInfo]:
+    """Add the stages after the stem: ``transition{i-1}`` (from stage 2 on; its pooling is the stride),
+    ``block{i}`` (dilated as planned), and after the last block the ``tail`` modules.
+
+    Args:
+        model: the backbone whose chain grows.
+        plan: the stride plan; block_layers: dense layers per block; channels: the stem's channels.
+        last: the deepest stage to build.
+        names: the block and transition module prefixes, e.g. ``("denseblock", "transition")``.
+        transition: ``(channels, stride) -> (module, out_channels)``.
+        block: ``(num_layers, channels) -> (module, out_channels)``.
+        tail: ``channels -> modules`` that end the last stage.
+    """
+    block_name, transition_name = names
+    stages = []
+    for index, (stage_plan, num_layers) in enumerate(zip(plan.stages, block_layers), start=1):
+        if index > last:
+            break
+        modules: Dict[str, nn.Module] = OrderedDict()
+        if index > 1:
+            modules[f"{transition_name}{index - 1}"], channels = transition(channels, stage_plan.stride)
+        modules[f"{block_name}{index}"], channels = block(num_layers, channels)
+        dilate_convs(modules[f"{block_name}{index}"], stage_plan.dilation)
+        if index == len(block_layers):
+            modules.update(tail(channels))
+        stride, dilation = stage_plan.output_stride, stage_plan.dilation
+        stages.append(model.add_stage(f"{block_name}{index}", modules, channels, stride, dilation))
+    return stages
+
+
+def ceil_pool_or_identity(stride: Pair) -> nn.Module:
+    """Average pooling with ceil rounding for a stride, nothing for ``(1, 1)``."""
+    return CeilPool2d(stride, "avg") if stride != (1, 1) else nn.Identity()
+
+
+class DenseNet(SequentialBackbone):
+    """DenseNet-BC body ``[N, in_channels, H, W] -> [N, C, ceil(H/32), ceil(W/32)]`` (native).
+
+    Family options:
+        growth_rate: channels each dense layer adds.
+        block_config: dense layers per block.
+        num_init_features: channels of the stem.
+        bn_size: bottleneck width factor.
+        memory_efficient: torchvision's gradient checkpointing of the dense layers (less training
+            memory, slower backward).
+
+    ``drop_rate`` is torchvision's dropout after each dense layer.
+    """
+
+    first_conv = "features.conv0"
+    classifier_keys = ("classifier.",)
+    dropout_on_output = False
+
+    def build(
+        self,
+        config: BackboneConfig,
+        *,
+        growth_rate: int,
+        block_config: Sequence[int],
+        num_init_features: int,
+        bn_size: int = 4,
+        memory_efficient: bool = False,
+    ) -> Stages:
+        from torchvision.models.densenet import _DenseBlock, _Transition  # torchvision costs ~1 s at import
+
+        check_bool(memory_efficient, "memory_efficient")
+        stem: Dict[str, nn.Module] = OrderedDict(
+            conv0=nn.Conv2d(self.in_channels, num_init_features, kernel_size=7, stride=2, padding=3, bias=False),
+            norm0=nn.BatchNorm2d(num_init_features),
+            relu0=nn.ReLU(inplace=True),
+            pool0=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+        )
+        plan = config.plan(stride_of(*stem.values()), NATIVE_STRIDES)
+
+        def transition(channels: int, stride: Pair) -> Tuple[nn.Module, int]:
+            module = _Transition(channels, channels // 2)
+            module.pool = ceil_pool_or_identity(stride)
+            return module, channels // 2
+
+        def block(num_layers: int, channels: int) -> Tuple[nn.Module, int]:
+            module = _DenseBlock(num_layers, channels, bn_size, growth_rate, config.drop_rate, memory_efficient)
+            return module, channels + num_layers * growth_rate
+
+        stages = [self.add_stage("stem", stem, num_init_features, plan.stem_stride)]
+        stages += add_dense_stages(
+            self, plan, block_config, num_init_features, last=config.last_stage(len(block_config)),
+            names=("denseblock", "transition"), transition=transition, block=block,
+            tail=lambda channels: OrderedDict(norm5=nn.BatchNorm2d(channels), relu5=nn.ReLU(inplace=True)),
+        )  # fmt: skip
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        return Stages(stages, len(block_config))
+
+    def checkpoint_key(self, key: str) -> Optional[str]:
+        """torchvision's (old and new names) and timm's keys; the ``classifier`` head is dropped."""
+        renamed = super().checkpoint_key(key)
+        return None if renamed is None else _OLD_LAYER_KEY.sub(r"\1\2", renamed)
+
+
+def _register(name: str, growth_rate: int, block_config: Sequence[int], num_init_features: int) -> None:
+    def builder(config: BackboneConfig, *, memory_efficient: bool = False) -> DenseNet:
+        return DenseNet(
+            config, growth_rate=growth_rate, block_config=block_config, num_init_features=num_init_features,
+            memory_efficient=memory_efficient,
+        )  # fmt: skip
+
+    builder.__name__ = builder.__qualname__ = name
+    description = f"DenseNet-BC, growth {growth_rate}, blocks {list(block_config)}"
+    weights = (TorchvisionWeights(name), TimmWeights(name))
+    register_backbone(name, family="densenet", description=description, weights=weights)(builder)
+
+
+_register("densenet121", 32, (6, 12, 24, 16), 64)
+_register("densenet161", 48, (6, 12, 36, 24), 96)
+_register("densenet169", 32, (6, 12, 32, 32), 64)
+_register("densenet201", 32, (6, 12, 48, 32), 64)
