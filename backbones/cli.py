@@ -79,36 +79,46 @@ def _stride_text(stride: Sequence[int]) -> str:
 
 # -- list ---------------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
+    try:
+        names = list_backbones(args.pattern)
+    except KeyError as error:
+        raise UsageError(error.args[0]) from error
+    if not names:
+        every = len(list_backbones())
+        print(
+            f"backbones list: no backbone matches {args.pattern!r} (`backbones list` shows all {every}; "
+            f"timm's models: `backbones list 'timm:{args.pattern or '*'}'`)",
+            file=sys.stderr,
+        )
+        return 1
+    if args.pattern is not None and ":" in args.pattern:  # a namespace: names only, nothing built
+        print(json.dumps({"backbones": names}, indent=2) if args.json else "\n".join(names))
+        return 0
     rows = []
-    for name in list_backbones(args.pattern):
+    for name in names:
         model = build_on_meta(name)
+        entry = get_entry(name)
         rows.append(
             {
                 "name": name,
-                "family": get_entry(name).family,
+                "family": entry.family,
                 "in_channels": model.in_channels,
                 "out_channels": model.out_channels,
                 "output_stride": list(model.output_stride),
                 "params": sum(p.numel() for p in model.parameters()),
-                "description": get_entry(name).description,
+                "description": entry.description,
             }
         )
     if args.json:
         print(json.dumps({"backbones": rows}, indent=2))
-    else:
-        table = [
-            (
-                r["name"],
-                r["family"],
-                r["in_channels"],
-                r["out_channels"],
-                _stride_text(r["output_stride"]),
-                f"{r['params'] / 1e6:.2f} M",
-            )
-            for r in rows
-        ]
-        print(_table(table, ["name", "family", "in", "out channels", "stride", "params"]))
-    return 0 if rows else 1
+        return 0
+    table = [
+        (r["name"], r["family"], r["in_channels"], r["out_channels"], _stride_text(r["output_stride"]),
+         f"{r['params'] / 1e6:.2f} M")
+        for r in rows
+    ]  # fmt: skip
+    print(_table(table, ["name", "family", "in", "out channels", "stride", "params"]))
+    return 0
 
 
 # -- check --------------------------------------------------------------------------------------------
@@ -167,7 +177,9 @@ def cmd_weights(args: argparse.Namespace) -> int:
         return 0
     try:
         model = build_backbone(name, **{**kwargs, "pretrained": args.file})
-    except (WeightsMismatchError, FileNotFoundError, ValueError, TypeError) as error:
+    except FileNotFoundError as error:
+        raise UsageError(f"--file {args.file}: {error}") from error
+    except (WeightsMismatchError, ValueError, TypeError) as error:
         if args.json:
             print(json.dumps({"spec": args.spec, "file": args.file, "ok": False, "error": str(error)}, indent=2))
         else:
@@ -183,6 +195,21 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 # -- compare ------------------------------------------------------------------------------------------
 DEFAULT_SIZES = [(54, 46), (128, 316), (311, 1734), (97, 401), (16, 16), (255, 1023)]
+
+
+def _channels_hint(reference: Dict[str, Any], candidate: Dict[str, Any]) -> str:
+    """Says which channels differ and the candidate spec that makes them agree."""
+    name, options = parse_spec(candidate["spec"])
+    for option in ("in_channels", "out_channels"):
+        if reference[option] != candidate[option] and isinstance(reference[option], int):
+            options[option] = reference[option]
+    stride = tuple(reference["output_stride"])
+    if stride != tuple(candidate["output_stride"]):
+        options["output_stride"] = stride[0] if stride[0] == stride[1] else stride
+    return (
+        f"channels differ: reference in={reference['in_channels']} out={reference['out_channels']}, candidate "
+        f"in={candidate['in_channels']} out={candidate['out_channels']}; try {format_spec(name, options)}"
+    )
 
 
 def _verify_sample(sizes: List[Size], limit: int) -> List[Size]:
@@ -275,7 +302,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ]
         print(_table(rows, ["", "spec", "in", "out", "stride", "params", f"GFLOPs @ {typical[0]}x{typical[1]}"]))
         if not channels_match:
-            print("channels differ")
+            print(_channels_hint(*sides))
         for m in mismatches[: args.show]:
             print(
                 f"mismatch at {m['size'][0]}x{m['size'][1]} ({m['what']}): "

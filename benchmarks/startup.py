@@ -4,7 +4,7 @@
 - ``backbones check resnet152 --input 1x3x4096x4096`` (meta device: shapes, parameters, FLOPs) vs a real
   eval forward of the same model at the same size.
 
-    python benchmarks/startup.py [--repeats 5] [--size 4096] [--json]
+    python benchmarks/startup.py [--repeats 5] [--size 4096] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -64,7 +64,10 @@ def measure(arguments: List[str], repeats: int) -> Dict[str, float]:
     return {"wall s": statistics.median(walls), "peak RSS MiB": max(peaks)}
 
 
-def run(repeats: int, size: int) -> List[Dict[str, object]]:
+QUICK = ("python -c pass", "import torch", "import backbones")
+
+
+def run(repeats: int, size: int, quick: bool = False) -> List[Dict[str, object]]:
     cases = [
         ("python -c pass", ["-c", "pass"]),
         ("import torch", ["-c", "import torch"]),
@@ -75,6 +78,8 @@ def run(repeats: int, size: int) -> List[Dict[str, object]]:
          ["-m", "backbones", "check", "resnet152", "--input", f"1x3x{size}x{size}"]),
         (f"real forward, resnet152 at 1x3x{size}x{size}", ["-c", REAL_FORWARD, str(size)]),
     ]  # fmt: skip
+    if quick:
+        cases = [case for case in cases if case[0] in QUICK]
     rows = []
     for label, command in cases:
         heavy = label.startswith("real forward")
@@ -91,9 +96,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size", type=int, default=4096, help="H = W of the resnet152 input")
+    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)} (the smoke test)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    rows = run(args.repeats, args.size)
+    rows = run(args.repeats, args.size, args.quick)
     if args.json:
         print(json.dumps(rows, indent=1))
         return

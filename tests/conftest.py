@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from backbones import build_backbone, list_backbones
+from backbones.report import build_on_meta
 
 # Big models run one configuration each; the rest run the whole grid.
 HEAVY = {
@@ -29,3 +30,8 @@ def _seed() -> None:
 
 def built(name: str, **kwargs) -> torch.nn.Module:
     return build_backbone(name, **kwargs).eval()
+
+
+def meta_built(name: str, **kwargs) -> torch.nn.Module:
+    """For shape-only tests: built on the meta device, no weight memory or initialisation."""
+    return build_on_meta(name, **kwargs)

@@ -10,13 +10,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_densenet_memory_script():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "densenet_memory.py"), "--batch", "1", "--size", "64x64", "--json"],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "densenet_memory.py"),
+            "--batch",
+            "1",
+            "--size",
+            "64x64",
+            "--models",
+            "densenet_hmer",
+            "--json",
+        ],
         capture_output=True,
         text=True,
         check=True,
     )
     rows = json.loads(result.stdout)
-    assert [row["model"] for row in rows] == ["densenet121", "densenet_hmer"]
+    assert [row["model"] for row in rows] == ["densenet_hmer"]
     assert all(row["peak MiB"] > 0 and row["peak MiB memory_efficient"] > 0 for row in rows), rows
 
 
@@ -60,20 +70,23 @@ def test_overhead_script():
 
 def test_routes_script():
     rows = json.loads(_run("routes.py", "--models", "resnet18", "--sizes", "32x80", "--batch", "1", "--repeats", "1",
-                           "--json"))  # fmt: skip
+                           "--no-memory", "--json"))  # fmt: skip
     assert [row["route"] for row in rows][-1] == "native /16" and len(rows) == 4
     assert {row["output"] for row in rows} == {"2x5"}
     assert rows[2]["GFLOPs"] > rows[0]["GFLOPs"]  # the layer2 layout costs more than dropping the last stride
 
 
 def test_startup_script():
-    rows = json.loads(_run("startup.py", "--repeats", "1", "--size", "64", "--json"))
-    assert rows[4]["command"] == "import backbones" and all(row["wall s"] > 0 for row in rows)
+    rows = json.loads(_run("startup.py", "--repeats", "1", "--quick", "--json"))
+    assert [row["command"] for row in rows] == ["python -c pass", "import torch", "import backbones"]
+    assert all(row["wall s"] > 0 and row["peak RSS MiB"] > 0 for row in rows)
 
 
-def test_gpu_script_skips_without_cuda():
+def test_gpu_script_runs_or_says_it_skipped():
     import torch
 
-    out = _run("gpu.py", "--json", "--batch", "1", "--size", "32x64", "--no-compile", "--repeats", "1")
-    if not torch.cuda.is_available():
-        assert json.loads(out) == {"skipped": "skipped: CUDA is not available on this machine"}
+    result = json.loads(_run("gpu.py", "--json", "--batch", "1", "--size", "32x64", "--no-compile", "--repeats", "1"))
+    if torch.cuda.is_available():
+        assert isinstance(result, list) and result and all(isinstance(row, dict) for row in result)
+    else:
+        assert result == {"skipped": "skipped: CUDA is not available on this machine"}

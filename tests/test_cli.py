@@ -206,3 +206,35 @@ def test_timm_models_in_check_and_compare(capsys):
     assert code == 0 and "0 mismatches" in out
     code, _, err = run(capsys, "check", "timm:not_a_model")
     assert code == 2 and "unknown timm model 'not_a_model'" in err
+
+
+@pytest.mark.parametrize(
+    "argv, code, message",
+    [
+        (["check", "resnet50:out_channels=abc"], 2, "out_channels must be an int, or one int per output"),
+        (["check", "RESNET18"], 2, "did you mean resnet18"),
+        (["check", "resnet5"], 2, "(`backbones list` or list_backbones() shows all"),
+        (["list", "zzz*"], 1, "backbones list: no backbone matches 'zzz*' (`backbones list` shows all"),
+        (["list", "nowhere:x*"], 2, "unknown namespace 'nowhere:'"),
+        (["weights", "resnet18", "--file", "/nonexistent.pth"], 2, "--file /nonexistent.pth: pretrained file"),
+        (["compare", "resnet18", "resnet18", "--images", "/nonexistent"], 2, "--images /nonexistent"),
+    ],
+)
+def test_messages_and_exit_codes_say_what_is_wrong(capsys, argv, code, message):
+    got, out, err = run(capsys, *argv)
+    assert got == code and message in err, (out, err)
+
+
+def test_list_is_in_natural_order_and_lists_namespaces(capsys):
+    code, out, _ = run(capsys, "list", "resnet*", "--json")
+    assert [row["name"] for row in json.loads(out)["backbones"]][:3] == ["resnet18", "resnet34", "resnet50"]
+    code, out, _ = run(capsys, "list", "timm:convnext_a*")
+    assert code == 0 and out.split() == ["timm:convnext_atto", "timm:convnext_atto_ols", "timm:convnext_atto_rms"]
+
+
+def test_compare_says_which_channels_differ_and_how_to_fix_them(capsys):
+    code, out, _ = run(capsys, "compare", "densenet_hmer", "resnet50", "--sizes", "64x64")
+    assert code == 1 and "channels differ: reference in=1 out=684, candidate in=3 out=2048" in out
+    assert "try resnet50:in_channels=1,out_channels=684,output_stride=16" in out
+    code, out, _ = run(capsys, "compare", "densenet_hmer", "resnet50:in_channels=1,out_channels=684,output_stride=16")
+    assert code == 0 and "OK:" in out

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import HEAVY, LIGHT, built, native_stride
+from conftest import HEAVY, LIGHT, built, meta_built, native_stride
 
 from backbones import list_backbones
 from backbones.testing import assert_contract, odd_sizes
@@ -52,31 +52,21 @@ def test_forward_shape_matches_contract(name, output_stride, in_channels, out_ch
 @pytest.mark.parametrize("name", LIGHT)
 def test_contract_over_many_odd_sizes(name):
     """Seeded sweep over formula-image sizes, forward on the meta device (shapes only)."""
-    encoder = built(name, output_stride=16, out_channels=684)
+    encoder = meta_built(name, output_stride=16, out_channels=684)
     assert_contract(encoder, odd_sizes(30, low=(1, 1), high=(320, 1800), seed=1))
 
 
 @pytest.mark.parametrize("name", list_backbones())
 def test_feature_info_tells_the_truth(name):
-    encoder = built(name, out_indices=tuple(range(len(built_info(name)))))
-    x = torch.randn(1, encoder.in_channels, 37, 45)
-    with torch.no_grad():
-        outputs = encoder(x)
+    """Every stage's recorded channels and stride against its real output (meta device: shapes only)."""
+    encoder = meta_built(name, out_indices=tuple(range(meta_built(name).num_stages + 1)))
+    outputs = encoder(torch.empty(1, encoder.in_channels, 37, 45, device="meta"))
     assert len(outputs) == len(encoder.feature_info)
     for output, info in zip(outputs, encoder.feature_info):
         assert output.shape[1] == info.channels, info
         assert tuple(output.shape[2:]) == (math.ceil(37 / info.stride[0]), math.ceil(45 / info.stride[1])), info
         for module in info.modules:
             encoder.get_submodule(module)
-
-
-_INFO_CACHE = {}
-
-
-def built_info(name):
-    if name not in _INFO_CACHE:
-        _INFO_CACHE[name] = built(name).feature_info
-    return _INFO_CACHE[name]
 
 
 @pytest.mark.parametrize("name", LIGHT)

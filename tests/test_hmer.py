@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import built
+from conftest import built, meta_built
 
 from backbones.testing import assert_swappable, odd_sizes
 
@@ -85,8 +85,8 @@ SWAPS = {
 
 @pytest.mark.parametrize("route", SWAPS)
 def test_resnet50_swap_gives_the_densenet_grid(route):
-    reference = built("densenet_hmer")
-    candidate = built("resnet50", in_channels=1, out_channels=684, **SWAPS[route])
+    reference = meta_built("densenet_hmer")
+    candidate = meta_built("resnet50", in_channels=1, out_channels=684, **SWAPS[route])
     sizes = odd_sizes(520, low=(16, 16), high=(320, 1800), seed=7)
     # analytic grid and downsampled masks on every pair; real (meta-device) forward on a sample of them
     for h, w in sizes:
@@ -98,8 +98,10 @@ def test_resnet50_swap_gives_the_densenet_grid(route):
 
 def test_unmodified_resnet50_is_not_swappable():
     with pytest.raises(AssertionError, match=r"channels differ"):
-        assert_swappable(built("densenet_hmer"), built("resnet50", in_channels=1), [(64, 64)])
+        assert_swappable(meta_built("densenet_hmer"), meta_built("resnet50", in_channels=1), [(64, 64)])
     with pytest.raises(
         AssertionError, match=r"128x316: reference \[\(1, 684, 8, 20\)\], candidate \[\(1, 684, 4, 10\)\]"
     ):
-        assert_swappable(built("densenet_hmer"), built("resnet50", in_channels=1, out_channels=684), [(128, 316)])
+        assert_swappable(
+            meta_built("densenet_hmer"), meta_built("resnet50", in_channels=1, out_channels=684), [(128, 316)]
+        )

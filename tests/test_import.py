@@ -17,3 +17,43 @@ def test_importing_the_package_loads_neither_timm_nor_torchvision():
 def test_building_a_resnet_and_a_densenet_loads_them_on_demand():
     loaded = _modules_after("import backbones\nbackbones.build_backbone('densenet121')")
     assert "torchvision" in loaded
+
+
+def test_distribution_metadata_and_version():
+    from importlib.metadata import distribution
+
+    import backbones.adapters
+
+    import backbones
+
+    dist = distribution("backbone-swap")
+    assert dist.version == backbones.__version__
+    assert dist.metadata["License-Expression"] == "BSD-3-Clause" and "Typing :: Typed" in dist.metadata.get_all(
+        "Classifier"
+    )
+    assert backbones.adapters.__name__ == "backbones.adapters"
+
+
+def test_the_wheel_ships_one_top_level_package(tmp_path):
+    """No top-level `adapters` (AdapterHub's import name): the folder is installed as backbones.adapters."""
+    import shutil
+    import zipfile
+    from pathlib import Path
+
+    import pytest
+
+    setuptools = pytest.importorskip("setuptools")
+    if int(setuptools.__version__.split(".")[0]) < 77:
+        pytest.skip("building the wheel needs setuptools >= 77 (license expressions)")
+    root, source = Path(__file__).resolve().parents[1], tmp_path / "source"
+    for name in ("backbones", "adapters"):
+        shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(root / name, source / name)
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*pip, str(source), "-w", str(tmp_path)], check=True, capture_output=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("backbone_swap-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names} == {"backbones", wheel.name.split("-py3")[0] + ".dist-info"}
+    assert {"backbones/py.typed", "backbones/adapters/masked.py", "backbones/families/timm.py"} <= set(names)
+    assert any(name.endswith("licenses/LICENSE") for name in names)

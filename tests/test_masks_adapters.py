@@ -4,13 +4,13 @@ import math
 
 import pytest
 import torch
-from backbones.report import build_on_meta
 from backbones.adapters import MaskedEncoder, SinePositionalEncoding2D, from_sequence, to_sequence, valid_mask
 from conftest import built
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backbones import Projection
+from backbones.report import build_on_meta
 
 
 def padded_batch(sizes, channels=1):

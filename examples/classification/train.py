@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset, random_split
+from tqdm import tqdm
 
 from backbones import build_backbone
 from backbones.spec import parse_value
@@ -90,6 +91,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--out", type=Path, default=Path("runs/classification"))
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     if args.synthetic:
@@ -112,15 +114,17 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     history = []
     for epoch in range(args.epochs):
         losses = []
-        for images, labels in train_loader:
+        progress = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=args.quiet)
+        for images, labels in progress:
             loss = F.cross_entropy(model(images), labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
+            progress.set_postfix(loss=f"{loss.item():.3f}")
         epoch_loss = sum(losses) / len(losses)
         history.append({"epoch": epoch + 1, "loss": epoch_loss, "val_accuracy": accuracy(model, val_loader)})
-        print(json.dumps(history[-1]))
+        print(f"epoch {epoch + 1}/{args.epochs}  loss {epoch_loss:.4f}  val accuracy {history[-1]['val_accuracy']:.3f}")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out / "classifier.pth")
     result = {"backbone": args.backbone, "grid": list(backbone.output_size(args.size, args.size)), "history": history}

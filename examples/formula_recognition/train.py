@@ -4,9 +4,9 @@
     python examples/formula_recognition/train.py --synthetic 6000 --encoder resnet34 --minutes 10 --out runs/r34
     # the comparison: same data, seed and time budget for each encoder, a Markdown table at the end
     python examples/formula_recognition/train.py --synthetic 6000 --minutes 10 --out runs/compare \\
-        --encoders densenet_hmer,resnet18,resnet34 --test ../shared/data/crohme14_test --test-scale 0.5
+        --encoders densenet_hmer,resnet18,resnet34 --test path/to/crohme14_test --test-scale 0.5
     # evaluate saved checkpoints on real images
-    python examples/formula_recognition/train.py --eval-only runs/compare/resnet18 --test ../shared/data/crohme14_test
+    python examples/formula_recognition/train.py --eval-only runs/compare/resnet18 --test path/to/crohme14_test
     # DDP (gloo on CPU, nccl + SyncBatchNorm on GPU)
     torchrun --nproc-per-node 2 examples/formula_recognition/train.py --synthetic 2000 --encoder resnet18 --steps 50
 """
