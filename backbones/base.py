@@ -34,6 +34,12 @@ if TYPE_CHECKING:
 __all__ = ["Backbone", "SequentialBackbone", "Stages"]
 
 
+def _autocast_enabled(x: Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return torch.is_autocast_enabled()
+    return torch.is_autocast_enabled(x.device.type)
+
+
 class Stages(NamedTuple):
     """What a family's ``build`` returns.
 
@@ -100,6 +106,8 @@ class Backbone(nn.Module):
         for info in self.feature_info[: self.frozen_stages + 1]:
             for name in info.modules:
                 self.get_submodule(name).requires_grad_(False)
+        # follows .to(dtype) / .half() like the weights; not in the state dict
+        self.register_buffer("weights_dtype", torch.empty(0), persistent=False)
         self._verify_stages()
         self.train(True)
 
@@ -174,6 +182,20 @@ class Backbone(nn.Module):
         return outputs[0]
 
     def _check_input(self, x: Tensor) -> None:
+        if not torch.jit.is_scripting() and not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"input must be a torch.Tensor [N, {self.in_channels}, H, W], got {type(x).__name__}; convert "
+                f"images with torchvision.transforms.functional.to_tensor or torch.as_tensor(...).float() / 255"
+            )
+        if not x.is_floating_point():
+            raise TypeError(
+                f"input must be a floating tensor, got dtype {x.dtype}; for uint8 images use x.float() / 255"
+            )
+        if x.dtype != self.weights_dtype.dtype and not _autocast_enabled(x):
+            raise TypeError(
+                f"input dtype {x.dtype} differs from the weights' {self.weights_dtype.dtype}; convert the input "
+                f"(x.to({self.weights_dtype.dtype})), the model (encoder.to({x.dtype})), or run under torch.autocast"
+            )
         if x.dim() != 4:
             raise ValueError(f"input must be a 4-D tensor [N, {self.in_channels}, H, W], got shape {list(x.shape)}")
         if x.shape[1] != self.in_channels:

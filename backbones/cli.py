@@ -18,7 +18,7 @@ from .loading import WeightsMismatchError
 from .meta import count_flops, meta_call
 from .registry import get_entry, list_backbones
 from .report import build_on_meta, describe
-from .sources import cache_dir, choose_weight_set
+from .sources import CheckpointReadError, cache_dir, choose_weight_set, is_checkpoint_path
 from .spec import format_spec, parse_spec, parse_value
 
 __all__ = ["main"]
@@ -56,10 +56,22 @@ def _sizes(text: str) -> List[Size]:
     return sizes
 
 
+def _check_pretrained(name: str, pretrained: Any) -> None:
+    """``pretrained=`` of a spec: the file exists or the tag is known (nothing is read or downloaded)."""
+    if pretrained in (None, False, True):
+        return
+    if is_checkpoint_path(pretrained):
+        if not Path(pretrained).is_file():
+            raise ValueError(f"pretrained file {str(pretrained)!r} does not exist or is not a file")
+        return
+    choose_weight_set(name, get_entry(name).weights, pretrained)
+
+
 def _build(spec: str, overrides: Optional[Dict[str, Any]] = None):
     try:
         name, kwargs = parse_spec(spec)
         kwargs.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        _check_pretrained(name, kwargs.get("pretrained"))
         return name, kwargs, build_on_meta(name, **kwargs)
     except (KeyError, TypeError, ValueError, NotImplementedError) as error:
         raise UsageError(str(error) if not isinstance(error, KeyError) else error.args[0]) from error
@@ -177,7 +189,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
         return 0
     try:
         model = build_backbone(name, **{**kwargs, "pretrained": args.file})
-    except FileNotFoundError as error:
+    except (FileNotFoundError, CheckpointReadError) as error:
         raise UsageError(f"--file {args.file}: {error}") from error
     except (WeightsMismatchError, ValueError, TypeError) as error:
         if args.json:

@@ -88,6 +88,8 @@ def check_mask(mask: Tensor, image: Optional[Tensor] = None, grid: str = "image"
         raise TypeError(f"mask must be a torch.Tensor [N, H, W] or [N, 1, H, W], got {type(mask).__name__}")
     if mask.dim() not in (3, 4) or (mask.dim() == 4 and mask.shape[1] != 1):
         raise ValueError(f"mask must be [N, H, W] or [N, 1, H, W], got shape {list(mask.shape)}")
+    if mask.is_complex():
+        raise TypeError(f"mask must be bool, integer or floating, got dtype {mask.dtype}")
     if image is not None:
         if image.dim() != 4:
             raise ValueError(f"the {grid} must be a 4-D tensor [N, C, H, W], got shape {list(image.shape)}")

@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Collection, Dict, List, Mapping, Optional, Tuple, Union
 
+import torch
 from torch import Tensor, nn
 
 from .sources import read_state_dict
@@ -102,6 +103,51 @@ def _find_prefix(model: Backbone, keys: List[str], targets: Collection[str]) -> 
     return min((p for p, s in scores.items() if s == best), key=len), best
 
 
+def _tensor_problem(tensor: object, target: Tensor) -> Optional[str]:
+    """What keeps ``tensor`` from being copied into ``target``, or ``None``."""
+    if not isinstance(tensor, Tensor):
+        return f"a {type(tensor).__name__}, not a tensor"
+    if tensor.layout != torch.strided or tensor.is_quantized:
+        return f"a {tensor.layout} tensor{' (quantized)' if tensor.is_quantized else ''}; only dense tensors load"
+    if tensor.is_meta:
+        return "on the meta device (it has no data)"
+    if tensor.device.type != "cpu" and tensor.device != target.device:
+        return f"on {tensor.device} while the model is on {target.device}"
+    if target.is_floating_point() and not tensor.is_floating_point():
+        return f"dtype {tensor.dtype}; a floating dtype is needed for this {target.dtype} tensor"
+    if not target.is_floating_point() and (tensor.is_floating_point() or tensor.is_complex()):
+        return f"dtype {tensor.dtype}; an integer dtype is needed for this {target.dtype} tensor"
+    return None
+
+
+def _checked_state(checkpoint: object, source: Optional[str]) -> Tuple[Dict[str, Tensor], str]:
+    if isinstance(checkpoint, Mapping):
+        bad = [repr(key) for key in checkpoint if not isinstance(key, str)]
+        if bad:
+            raise WeightsMismatchError(f"state dict keys must be strings, got {', '.join(bad[:5])}")
+        return dict(checkpoint), source or "a state dict"
+    if isinstance(checkpoint, (str, os.PathLike)):
+        return read_state_dict(checkpoint), source or str(checkpoint)
+    raise TypeError(
+        f"checkpoint must be a file path (.pth/.pt/.ckpt/.safetensors) or a state dict (a mapping of names to "
+        f"tensors), got {type(checkpoint).__name__}"
+    )
+
+
+def _copy_atomically(model: nn.Module, own: Dict[str, Tensor], to_load: Dict[str, Tensor], source: str) -> None:
+    """``load_state_dict`` of ``to_load``; if it fails part-way, every tensor it touched gets its old value back."""
+    backup = {name: own[name].detach().clone() for name in to_load}
+    try:
+        result = model.load_state_dict(to_load, strict=False)
+    except Exception as error:
+        with torch.no_grad():
+            for name, value in backup.items():
+                own[name].copy_(value)
+        raise WeightsMismatchError(f"loading {source} failed ({error}); the model was left as it was") from error
+    if result.unexpected_keys:
+        raise RuntimeError(f"unexpected keys after validation: {result.unexpected_keys}")
+
+
 def load_weights(
     model: Backbone,
     checkpoint: Union[str, os.PathLike, Mapping[str, Tensor]],
@@ -109,7 +155,10 @@ def load_weights(
     reference_keys: Optional[Collection[str]] = None,
     source: Optional[str] = None,
 ) -> LoadReport:
-    """Load a checkpoint into ``model`` strictly, in any supported key layout.
+    """Load a checkpoint into ``model`` strictly and atomically, in any supported key layout.
+
+    Every tensor is checked (name, dense layout, device, dtype kind, shape) before anything is copied; a
+    load that fails for any reason leaves the model bit-identical to before.
 
     Args:
         model: a built :class:`~backbones.Backbone` (its ``checkpoint_key`` renames foreign layouts).
@@ -122,16 +171,17 @@ def load_weights(
         A :class:`LoadReport`; also stored as ``model.pretrained_report``.
 
     Raises:
-        WeightsMismatchError: missing, unexpected or mis-shaped tensors, listed by name.
+        WeightsMismatchError: missing, unexpected, mis-shaped or unusable tensors, listed by name.
     """
     from .base import Backbone
 
     if not isinstance(model, Backbone):
         raise TypeError(f"model must be a backbones.Backbone, got {type(model).__name__}")
-    if isinstance(checkpoint, Mapping):
-        state, source = dict(checkpoint), source or "a state dict"
-    else:
-        state, source = read_state_dict(checkpoint), source or str(checkpoint)
+    if source is not None and not isinstance(source, str):
+        raise TypeError(f"source must be a string (how reports name the checkpoint), got {source!r}")
+    if reference_keys is not None and (isinstance(reference_keys, str) or not isinstance(reference_keys, Collection)):
+        raise TypeError(f"reference_keys must be a collection of key names, got {reference_keys!r}")
+    state, source = _checked_state(checkpoint, source)
     own = model.state_dict()
     reference = set(reference_keys or ()) | set(own)
     prefix, score = _find_prefix(model, list(state), reference)
@@ -154,10 +204,14 @@ def load_weights(
         mapped[name] = tensor
 
     first_conv = first_conv_name(model) + ".weight"
-    unexpected, mis_shaped, to_load = [], [], {}
+    unexpected, mis_shaped, unusable, to_load = [], [], [], {}
     for name, tensor in mapped.items():
         if name not in own:
             (report.ignored if name in reference else unexpected).append(name)
+            continue
+        problem = _tensor_problem(tensor, own[name])
+        if problem is not None:
+            unusable.append(f"{name} ({problem})")
             continue
         wanted = own[name].shape
         same_kernel = tensor.dim() == 4 and tensor.shape[0] == wanted[0] and tensor.shape[2:] == wanted[2:]
@@ -172,21 +226,23 @@ def load_weights(
     missing = [k for k in own if k not in to_load and not k.endswith("num_batches_tracked") and k not in mapped]
     report.initialised = [k for k in missing if k.startswith("adapters.")]
     missing = [k for k in missing if not k.startswith("adapters.")]
-    if missing or unexpected or mis_shaped:
+    if missing or unexpected or mis_shaped or unusable:
         problems = [
             f"{title} ({len(keys)}): {_names(keys)}"
-            for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped))
+            for title, keys in (
+                ("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped), ("unusable", unusable)
+            )
             if keys
-        ]
+        ]  # fmt: skip
         where = f" under the prefix {prefix!r}" if prefix else ""
         hint = model.mismatch_hint(missing, unexpected)
         if hint:
             problems.append(f"hint: {hint}")
         raise WeightsMismatchError(
-            f"checkpoint {source} does not fit {type(model).__name__}{where}:\n  " + "\n  ".join(problems)
+            f"checkpoint {source} does not fit {type(model).__name__}{where} (the model is unchanged):\n  "
+            + "\n  ".join(problems)
         )
-    result = model.load_state_dict(to_load, strict=False)
-    assert not result.unexpected_keys, result.unexpected_keys
+    _copy_atomically(model, own, to_load, source)
     report.loaded = len(to_load)
     model.pretrained_report = report
     _logger.info("%s", report)

@@ -185,7 +185,8 @@ def get_entry(name: str) -> BackboneEntry:
         raise UnknownBackboneError(f"unknown namespace {prefix + ':'!r} in {name!r}; namespaces: {_namespace_list()}")
     folded = {n.lower(): n for n in _TABLE}
     key = name.strip().lower().replace("-", "_")
-    close = [folded[n] for n in difflib.get_close_matches(key, list(folded), n=3, cutoff=0.5)]
+    prefixed = [n for n in sorted(_TABLE, key=natural_key) if n.lower().startswith(key)] if key else []
+    close = prefixed[:5] or [folded[n] for n in difflib.get_close_matches(key, list(folded), n=3, cutoff=0.5)]
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UnknownBackboneError(
         f"unknown backbone name {name!r}{hint} (`backbones list` or list_backbones() shows all {len(_TABLE)} names)"

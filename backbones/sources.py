@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import urllib.error
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -22,6 +23,7 @@ from torch import Tensor
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
+    "CheckpointReadError",
     "TimmWeights",
     "TorchvisionWeights",
     "WeightSet",
@@ -39,6 +41,10 @@ __all__ = [
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "params", "weights")
 _HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")
+
+
+class CheckpointReadError(ValueError):
+    """A weight file that cannot be read (not a checkpoint, truncated, a directory, code in a pickle)."""
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -224,10 +230,10 @@ def _unwrap(checkpoint: Any, origin: str) -> Dict[str, Tensor]:
                 break
             checkpoint = inner
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"pretrained file {origin} holds a {type(checkpoint).__name__}, not a state dict")
+        raise CheckpointReadError(f"pretrained file {origin} holds a {type(checkpoint).__name__}, not a state dict")
     tensors = {str(k): v for k, v in checkpoint.items() if isinstance(v, Tensor)}
     if not tensors:
-        raise ValueError(
+        raise CheckpointReadError(
             f"pretrained file {origin} holds no tensors at its top level nor under {', '.join(_CONTAINER_KEYS)} "
             f"(keys: {', '.join(map(str, list(checkpoint)[:8]))})"
         )
@@ -235,25 +241,50 @@ def _unwrap(checkpoint: Any, origin: str) -> Dict[str, Tensor]:
 
 
 def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, Tensor]:
-    """The tensors of a ``.pth``/``.pt``/``.safetensors`` file, on the CPU, without running code from it.
+    """The tensors of a ``.pth``/``.pt``/``.ckpt``/``.safetensors`` file, on the CPU, without running code from it.
 
-    Training checkpoints are unwrapped (``{"state_dict": ...}``, ``{"model": ...}``, Lightning files).
+    Training checkpoints are unwrapped (``{"state_dict": ...}``, ``{"model": ...}``, Lightning files). Any read
+    error becomes one ``ValueError`` naming the file and what is wrong with it (``FileNotFoundError`` when
+    there is no file).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike naming a checkpoint file, got {type(path).__name__}")
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"pretrained file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise CheckpointReadError(f"pretrained file {str(path)!r} is a directory, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointReadError(f"pretrained file {str(path)!r} is empty (0 bytes)")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return _unwrap(load_file(str(path), device="cpu"), str(path))
+        return _unwrap(_read_safetensors(path), str(path))
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # the unpickler's refusal names the offending global
-        raise ValueError(
-            f"pretrained file {str(path)!r} cannot be read with torch.load(weights_only=True): {error}. "
-            f"Only tensors and plain containers are accepted; re-save it as a state dict or .safetensors"
+        kind = "a safetensors file: rename it to .safetensors" if _looks_like_safetensors(path) else str(error)
+        raise CheckpointReadError(
+            f"pretrained file {str(path)!r} cannot be read with torch.load(weights_only=True): {kind}. "
+            f"Only tensors and plain containers are accepted (a truncated or foreign file fails too); re-save it "
+            f"as a state dict or .safetensors"
         ) from error
     return _unwrap(checkpoint, str(path))
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def _read_safetensors(path: Path) -> Dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as error:  # SafetensorError, OSError: header too small/large, truncated data
+        hint = "; it is a zip archive, as torch.save writes: rename it to .pth" if zipfile.is_zipfile(path) else ""
+        message = f"pretrained file {str(path)!r} is not a readable safetensors file ({error}){hint}"
+        raise CheckpointReadError(message) from error
 
 
 def read_pretrained(

@@ -7,7 +7,7 @@
 
 Values: ints, floats, ``true``/``false``, ``none``; ``AxB[xC...]`` is a tuple of ints (``16x4``,
 ``1x1x2x2``); ``/`` separates the items of a tuple whose items may be ``AxB`` pairs; anything else
-is a string.
+is a string. ``pretrained=`` keeps its value as written (a path or a tag), except ``true``/``false``/``none``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ __all__ = ["format_spec", "parse_spec", "parse_value"]
 _INT = re.compile(r"^-?\d+$")
 _FLOAT = re.compile(r"^-?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE]-?\d+)$")
 _KEY = re.compile(r"^[A-Za-z_]\w*$")
+_RAW_KEYS = ("pretrained",)  # a file path or a tag: kept as written (paths hold "/", tags may look like "16x4")
 
 
 def parse_value(text: str) -> Any:
@@ -59,7 +60,8 @@ def parse_spec(spec: str) -> Tuple[str, Dict[str, Any]]:
             raise ValueError(f"spec {spec!r}: options must look like key=value, got {item!r}")
         if key in kwargs:
             raise ValueError(f"spec {spec!r}: option {key!r} is given twice")
-        kwargs[key] = parse_value(value)
+        raw = key in _RAW_KEYS and value.lower() not in ("true", "false", "none")
+        kwargs[key] = value if raw else parse_value(value)
     return head, kwargs
 
 

@@ -238,3 +238,28 @@ def test_compare_says_which_channels_differ_and_how_to_fix_them(capsys):
     assert "try resnet50:in_channels=1,out_channels=684,output_stride=16" in out
     code, out, _ = run(capsys, "compare", "densenet_hmer", "resnet50:in_channels=1,out_channels=684,output_stride=16")
     assert code == 0 and "OK:" in out
+
+
+def test_bad_files_give_one_line_and_the_right_exit_code(capsys, tmp_path):
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 40)
+    code, out, err = run(capsys, "weights", "resnet18", "--file", str(garbage))
+    assert code == 2 and "is not a readable safetensors file" in err and "Traceback" not in out + err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "check", "resnet50:pretrained=/missing.pth")
+    assert code == 2 and "pretrained file '/missing.pth' does not exist" in err
+    code, _, err = run(capsys, "check", "resnet50:pretrained=imagenet")
+    assert code == 2 and "one of the weight tags of resnet50" in err
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("L", (30, 20)).save(images / "good.png")
+    (images / "broken.png").write_bytes(b"not a png")
+    archive = tmp_path / "bad.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(images, arcname="off_image_test")
+    code, _, err = run(capsys, "compare", "resnet18", "resnet18", "--images", str(archive))
+    assert code == 2 and "archive member off_image_test/broken.png is not a readable image" in err
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(archive.read_bytes()[:60])
+    code, _, err = run(capsys, "compare", "resnet18", "resnet18", "--images", str(truncated))
+    assert code == 2 and "the archive is damaged or truncated" in err
