@@ -11,6 +11,7 @@ from .base import Backbone, SequentialBackbone, Stages
 from .build import build_backbone, weight_sets
 from .config import COMMON_OPTIONS, BackboneConfig
 from .contract import FeatureInfo
+from .export import check_onnx, export_onnx
 from .families import DenseNet, DenseNetHMER, ResNet, TimmBackbone
 from .layers import Projection
 from .loading import LoadReport, WeightsMismatchError, load_weights
@@ -52,6 +53,8 @@ __all__ = [
     "WeightsUnavailableError",
     "__version__",
     "build_backbone",
+    "check_onnx",
+    "export_onnx",
     "get_entry",
     "list_backbones",
     "load_weights",

@@ -15,6 +15,7 @@ meta device, then adds the adapters, the output selection (``out_indices``), fre
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, List, Mapping, NamedTuple, Optional, Tuple, Union
 
@@ -32,6 +33,21 @@ if TYPE_CHECKING:
     from .loading import LoadReport
 
 __all__ = ["Backbone", "SequentialBackbone", "Stages"]
+
+_logger = logging.getLogger(__name__)
+
+
+_VERIFIED: set = set()  # (family, config, options) whose stages were checked on the meta device
+
+
+def _verification_key(family: type, config: BackboneConfig, options: Mapping[str, Any]) -> Optional[Tuple]:
+    """Identical builds have identical stages: checked once per process. ``None`` when options are unhashable."""
+    key = (family, replace(config, pretrained=False, frozen_stages=-1, norm_eval=False), tuple(sorted(options.items())))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _autocast_enabled(x: Tensor) -> bool:
@@ -77,6 +93,9 @@ class Backbone(nn.Module):
     """Checkpoint key prefixes of heads this body does not have (dropped and reported when loading)."""
     dropout_on_output: ClassVar[bool] = True
     """Whether ``drop_rate`` is dropout on each output (else the family uses it inside its layers)."""
+    fusable_pairs: ClassVar[Tuple[Tuple[str, str], ...]] = ()
+    """``(conv, norm)`` attribute names of one module where the norm directly consumes the conv's output
+    (for :meth:`fuse`; consecutive children of sequential containers are found without this)."""
 
     pretrained_report: Optional[LoadReport]
 
@@ -108,7 +127,11 @@ class Backbone(nn.Module):
                 self.get_submodule(name).requires_grad_(False)
         # follows .to(dtype) / .half() like the weights; not in the state dict
         self.register_buffer("weights_dtype", torch.empty(0), persistent=False)
-        self._verify_stages()
+        key = _verification_key(type(self), config, options)
+        if key is None or key not in _VERIFIED:
+            self._verify_stages()
+            if key is not None:
+                _VERIFIED.add(key)
         self.train(True)
 
     # -- for families -------------------------------------------------------------------------------
@@ -254,6 +277,34 @@ class Backbone(nn.Module):
                             module.eval()
         return self
 
+    def fuse(self) -> Backbone:
+        """Fold every BatchNorm that directly follows a conv into that conv (body and ``conv_bn`` adapters), in
+        place, for inference; returns ``self``. The contract and the outputs stay (relative 1e-5).
+
+        Pre-activation BatchNorms (BN -> ReLU -> conv) have no conv to fold into and stay. The count is in
+        ``folded_batchnorms`` (and the log). A fused model's state dict is not the unfused layout: the folded
+        convs gain a bias and the BatchNorm keys are gone; save the unfused model's weights for training.
+
+        Raises:
+            RuntimeError: the model is in training mode (call ``eval()`` first: folding uses the running
+                statistics, which training would go on updating).
+        """
+        from .fusion import fold_batchnorms
+
+        if self.training:
+            raise RuntimeError(
+                "fuse() folds BatchNorm running statistics into the convs, for inference only: call "
+                "encoder.eval() first (a fused model cannot learn BatchNorm statistics)"
+            )
+        parameter = next(iter(self.parameters()))
+        stride = self.output_info[-1].stride
+        probe_size = (max(2 * stride[0] + 1, self.min_input_size), max(3 * stride[1] + 1, self.min_input_size))
+        probe = torch.randn(2, self.in_channels, *probe_size, dtype=parameter.dtype, device=parameter.device)
+        folded, kept = fold_batchnorms(self, self.fusable_pairs, probe)
+        self.folded_batchnorms: int = folded
+        _logger.info("%s.fuse(): folded %d BatchNorms into convs, %d stay", type(self).__name__, folded, kept)
+        return self
+
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}, out_channels={self.out_channels}, output_stride={self.output_stride}"
 
@@ -263,8 +314,21 @@ class SequentialBackbone(Backbone):
 
     A family's ``build`` calls :meth:`add_stage` for the stem and each stage; the stage's output is
     taken after its last module. DenseNets use it with torchvision's names; it is also the shortest
-    way to write a family of your own.
+    way to write a family of your own. A family whose layers keep extra border columns the way its
+    original does (CRNN, FAN) sets ``crop_to_grid``: each stage's output is then cropped to the ceil grid
+    while the chain goes on with the uncropped map.
     """
+
+    crop_to_grid: ClassVar[bool] = False
+    bare_checkpoint_keys: ClassVar[bool] = False
+    """The projects' checkpoints name the chain's modules at top level (``conv1.weight``, as HMER and OCR code
+    does): their keys are looked up under ``features.``."""
+
+    def checkpoint_key(self, key: str) -> Optional[str]:
+        renamed = super().checkpoint_key(key)
+        if renamed is None or not self.bare_checkpoint_keys or renamed.startswith(("features.", "adapters.")):
+            return renamed
+        return f"features.{renamed}"
 
     def add_stage(
         self,
@@ -286,16 +350,24 @@ class SequentialBackbone(Backbone):
         if "features" not in self._modules:
             self.features = nn.ModuleDict()
             self.stage_ends: List[str] = []
+            self.stage_strides: List[List[int]] = []
+            self.crop_outputs: bool = self.crop_to_grid
         index = len(self.stage_ends)
         for key, module in modules.items():
             self.features[key] = module
         self.stage_ends.append(list(modules)[-1])
+        self.stage_strides.append([stride[0], stride[1]])
         return FeatureInfo(name, index, channels, stride, dilation, tuple(f"features.{key}" for key in modules))
 
     def forward_stages(self, x: Tensor) -> List[Tensor]:
+        height, width = x.shape[2], x.shape[3]
         outputs: List[Tensor] = []
         for name, module in self.features.items():
             x = module(x)
             if name in self.stage_ends:
-                outputs.append(x)
+                if self.crop_outputs:
+                    sh, sw = self.stage_strides[len(outputs)][0], self.stage_strides[len(outputs)][1]
+                    outputs.append(x[:, :, : (height + sh - 1) // sh, : (width + sw - 1) // sw])
+                else:
+                    outputs.append(x)
         return outputs

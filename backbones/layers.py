@@ -28,9 +28,11 @@ __all__ = [
     "ADAPTER_KINDS",
     "CeilPool2d",
     "Projection",
+    "ColumnPaddedMaxPool2d",
     "ceil_avg_pool2d",
     "ceil_max_pool2d",
     "dilate_convs",
+    "init_conv_weights",
     "stride_of",
 ]
 
@@ -96,13 +98,20 @@ class CeilPool2d(nn.Module):
         return f"stride={tuple(self.stride)}, mode={self.mode!r}"
 
 
+def init_conv_weights(model: nn.Module) -> None:
+    """He (fan-out) initialisation of every conv of ``model``, as torchvision's ResNets do."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+
 def stride_of(*modules: nn.Module) -> Pair:
     """Total ``(sh, sw)`` downsampling of ``modules`` run one after the other (their convs and pools)."""
     total = (1, 1)
     for module in modules:
         stride = (
             getattr(module, "stride", 1)
-            if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, CeilPool2d))
+            if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, CeilPool2d, ColumnPaddedMaxPool2d))
             else 1
         )
         pair = (stride, stride) if isinstance(stride, int) else (int(stride[0]), int(stride[1]))
@@ -152,3 +161,22 @@ class Projection(nn.Sequential):
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
         if self.conv.bias is not None:
             nn.init.zeros_(self.conv.bias)
+
+
+class ColumnPaddedMaxPool2d(nn.Module):
+    """CRNN's and FAN's 2x2 max pool at stride ``(sh, 1)``: a ``-inf`` column on each side, as the originals pad,
+    gives one more column (``W + 1``); a ``-inf`` row at the bottom rounds the rows up (``ceil(H/sh)``; the same
+    rows as the originals for even H). The family crops its stage outputs back to the ceil grid.
+    """
+
+    def __init__(self, stride: Pair) -> None:
+        super().__init__()
+        if stride[1] != 1:
+            raise ValueError(f"stride must be (sh, 1) for a column-padded pool, got {stride}")
+        self.stride: List[int] = [int(stride[0]), 1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.max_pool2d(F.pad(x, [1, 1, 0, 1], value=float("-inf")), 2, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size=2, stride={tuple(self.stride)}, padding=columns 1+1, rows 0+1"

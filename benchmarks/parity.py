@@ -101,12 +101,12 @@ def parity_rows(names=MODELS, height: int = 64, width: int = 96, seed: int = 0) 
     return rows
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--size", default="64x96", help="HxW of the 2-image batch")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     height, width = map(int, args.size.split("x"))
     rows = parity_rows(args.models.split(","), height, width)
     if args.json:

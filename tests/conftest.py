@@ -19,8 +19,15 @@ HEAVY = {
 LIGHT = [name for name in list_backbones() if name not in HEAVY]
 
 
-def native_stride(name: str) -> int:
-    return 16 if name == "densenet_hmer" else 32
+def native_stride(name: str) -> tuple:
+    """``(sh, sw)`` of the name's native output (32 for ImageNet bodies, 16 for densenet_hmer, (32, 4) for lines)."""
+    return meta_built(name).output_stride
+
+
+def reduced_stride(name: str, factor: int = 2) -> tuple:
+    """The native stride divided by ``factor`` on each axis (at least 1): a reachable output_stride."""
+    sh, sw = native_stride(name)
+    return max(sh // factor, 1), max(sw // factor, 1)
 
 
 @pytest.fixture(autouse=True)

@@ -1,46 +1,33 @@
-"""Each benchmark script runs at its tiniest setting."""
+"""Each benchmark script runs at its tiniest setting, in this process through its ``main(argv)`` (the scripts
+that measure fresh processes or peak memory still start their own children)."""
 
+import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_densenet_memory_script():
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "densenet_memory.py"),
-            "--batch",
-            "1",
-            "--size",
-            "64x64",
-            "--models",
-            "densenet_hmer",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    rows = json.loads(result.stdout)
+def _main(capsys, script, *args):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{script[:-3]}", ROOT / "benchmarks" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    capsys.readouterr()
+    module.main(list(args))
+    return capsys.readouterr().out
+
+
+def test_densenet_memory_script(capsys):
+    out = _main(capsys, "densenet_memory.py", "--batch", "1", "--size", "64x64", "--models", "densenet_hmer", "--json")
+    rows = json.loads(out)
     assert [row["model"] for row in rows] == ["densenet_hmer"]
     assert all(row["peak MiB"] > 0 and row["peak MiB memory_efficient"] > 0 for row in rows), rows
 
 
-def test_parity_script_rows_within_tolerance():
+def test_parity_script_rows_within_tolerance(capsys):
     """Same weights, same features: 1e-5 against torchvision and timm; float64 grayscale identity 1e-9;
     float32 grayscale within 2e-5 of the feature scale (summation order differs)."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "parity.py"), "--models", "resnet18,densenet121",
-         "--size", "64x64", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )  # fmt: skip
-    rows = json.loads(result.stdout)
+    rows = json.loads(_main(capsys, "parity.py", "--models", "resnet18,densenet121", "--size", "64x64", "--json"))
     assert len(rows) == 8
     for row in rows:
         if row["model"].endswith("float64"):
@@ -51,42 +38,47 @@ def test_parity_script_rows_within_tolerance():
             assert row["max_abs_diff"] <= 1e-5, row
 
 
-def _run(script, *args):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True, check=True
+def test_overhead_script(capsys):
+    rows = json.loads(
+        _main(capsys, "overhead.py", "--models", "resnet18", "--shapes", "formula b1", "--repeats", "1", "--json")
     )
-    return result.stdout
-
-
-def test_overhead_script():
-    rows = json.loads(_run("overhead.py", "--models", "resnet18", "--shapes", "formula b1", "--repeats", "1", "--json"))
     assert [row["variant"] for row in rows] == ["eager", "channels_last"]
     assert all(row["ours ms"] > 0 and row["ours / torchvision"] > 0 for row in rows)
     assert rows[0]["same output shape as torchvision"]
-    markdown = _run("overhead.py", "--models", "resnet18", "--shapes", "formula b1", "--repeats", "1")
+    markdown = _main(capsys, "overhead.py", "--models", "resnet18", "--shapes", "formula b1", "--repeats", "1")
     assert "| model | input | rows | ours / torchvision | ours / timm | timm / torchvision |" in markdown
     assert "| resnet18 | formula | 2 |" in markdown
 
 
-def test_routes_script():
-    rows = json.loads(_run("routes.py", "--models", "resnet18", "--sizes", "32x80", "--batch", "1", "--repeats", "1",
-                           "--no-memory", "--json"))  # fmt: skip
+def test_routes_script(capsys):
+    options = ["--models", "resnet18", "--sizes", "32x80", "--batch", "1", "--repeats", "1", "--no-memory", "--json"]
+    rows = json.loads(_main(capsys, "routes.py", *options))
     assert [row["route"] for row in rows][-1] == "native /16" and len(rows) == 4
     assert {row["output"] for row in rows} == {"2x5"}
     assert rows[2]["GFLOPs"] > rows[0]["GFLOPs"]  # the layer2 layout costs more than dropping the last stride
 
 
-def test_startup_script():
-    rows = json.loads(_run("startup.py", "--repeats", "1", "--quick", "--json"))
+def test_startup_script(capsys):
+    rows = json.loads(_main(capsys, "startup.py", "--repeats", "1", "--quick", "--json"))
     assert [row["command"] for row in rows] == ["python -c pass", "import torch", "import backbones"]
     assert all(row["wall s"] > 0 and row["peak RSS MiB"] > 0 for row in rows)
 
 
-def test_gpu_script_runs_or_says_it_skipped():
+def test_gpu_script_runs_or_says_it_skipped(capsys):
     import torch
 
-    result = json.loads(_run("gpu.py", "--json", "--batch", "1", "--size", "32x64", "--no-compile", "--repeats", "1"))
+    result = json.loads(
+        _main(capsys, "gpu.py", "--json", "--batch", "1", "--size", "32x64", "--no-compile", "--repeats", "1")
+    )
     if torch.cuda.is_available():
         assert isinstance(result, list) and result and all(isinstance(row, dict) for row in result)
     else:
         assert result == {"skipped": "skipped: CUDA is not available on this machine"}
+
+
+def test_inference_script(capsys):
+    options = ["--models", "resnet18", "--batches", "1", "--size", "32x64", "--repeats", "1", "--no-compile"]
+    rows = json.loads(_main(capsys, "inference.py", *options, "--no-onnx", "--json"))
+    variants = ["eager", "eager (copy)", "channels_last", "fuse()", "fuse() + channels_last"]
+    assert [row["variant"] for row in rows] == variants and rows[0]["/ eager"] == 1.0
+    assert all(row["ms"] > 0 for row in rows)

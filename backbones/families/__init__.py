@@ -1,9 +1,22 @@
 """The registered families, one module each; importing this package registers them."""
 
-from . import densenet, densenet_hmer, resnet, timm
 from .densenet import DenseNet
 from .densenet_hmer import DenseNetHMER
 from .resnet import ResNet
+from .resnet31 import ResNet31OCR
+from .resnet45 import ResNet45ABINet, ResNet45ASTER
+from .resnet_fan import ResNetFAN
 from .timm import TimmBackbone
+from .vgg_crnn import VGGCRNN
 
-__all__ = ["DenseNet", "DenseNetHMER", "ResNet", "TimmBackbone", "densenet", "densenet_hmer", "resnet", "timm"]
+__all__ = [
+    "VGGCRNN",
+    "DenseNet",
+    "DenseNetHMER",
+    "ResNet",
+    "ResNet31OCR",
+    "ResNet45ABINet",
+    "ResNet45ASTER",
+    "ResNetFAN",
+    "TimmBackbone",
+]

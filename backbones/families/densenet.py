@@ -97,6 +97,7 @@ class DenseNet(SequentialBackbone):
     first_conv = "features.conv0"
     classifier_keys = ("classifier.",)
     dropout_on_output = False
+    fusable_pairs = (("conv1", "norm2"),)  # in each dense layer; its norm1 and the transitions' norms come first
 
     def build(
         self,

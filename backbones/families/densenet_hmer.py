@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from ..base import SequentialBackbone, Stages
 from ..config import BackboneConfig, check_bool
 from ..contract import Pair
-from ..layers import CeilPool2d, stride_of
+from ..layers import CeilPool2d, init_conv_weights, stride_of
 from ..registry import register_backbone
 from .densenet import add_dense_stages, ceil_pool_or_identity
 
@@ -124,7 +124,9 @@ class DenseNetHMER(SequentialBackbone):
 
     default_in_channels = 1
     first_conv = "features.conv1"
+    bare_checkpoint_keys = True
     dropout_on_output = False
+    fusable_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def build(
         self,
@@ -168,14 +170,8 @@ class DenseNetHMER(SequentialBackbone):
             names=("dense", "trans"), transition=transition, block=block,
             tail=lambda channels: {"post_norm": nn.BatchNorm2d(channels)} if post_norm else {},
         )  # fmt: skip
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        init_conv_weights(self)
         return Stages(stages, len(block_layers))
-
-    def checkpoint_key(self, key: str) -> Optional[str]:
-        """HMER encoders' keys (``conv1.weight``, ``dense1.0.conv1.weight``) live under ``features.`` here."""
-        return key if key.startswith(("features.", "adapters.")) else f"features.{key}"
 
     def mismatch_hint(self, missing: List[str], unexpected: List[str]) -> str:
         for norm, option in (("features.norm1.", "stem_norm"), ("features.post_norm.", "post_norm")):

@@ -43,6 +43,7 @@ class ResNet(Backbone):
 
     first_conv = "conv1"
     classifier_keys = ("fc.",)
+    fusable_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
     def build(
         self,

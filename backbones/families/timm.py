@@ -56,11 +56,16 @@ def _timm_output_stride(name: str, config: BackboneConfig) -> Optional[int]:
 class TimmBackbone(Backbone):
     """A timm ``features_only`` model: ``[N, C_in, H, W] -> [N, C, ceil(H/s), ceil(W/s)]``.
 
+    ``fuse()`` folds timm's conv/bn pairs by their usual names (and ``ConvNormAct`` chains); what it folds is
+    checked on a probe input, and a model whose names mislead is restored and refused.
+
     Args:
         config: the common build options.
         model_name: a timm architecture name (``"convnext_atto"``, ``"resnet18d"``).
         **timm_kwargs: passed to ``timm.create_model`` (``drop_path_rate=0.1``, ...).
     """
+
+    fusable_pairs = (("conv", "bn"), ("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
     def __init__(self, config: BackboneConfig, model_name: str, **timm_kwargs: Any) -> None:
         super().__init__(config, model_name=model_name, **timm_kwargs)

@@ -1,0 +1,83 @@
+"""``backbones`` command line: ``list``, ``check``, ``compare``, ``weights``, ``export``. Exit 0 = contract holds (the
+file loads), 1 = it does not, 2 = usage error. ``--json`` prints one JSON object for machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from .common import UsageError, pair_or_int, shape, size_list
+from .compare import cmd_compare
+from .export import cmd_export
+from .inspect import cmd_check, cmd_list, cmd_weights
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backbones",
+        description="Check that a backbone swap fits before training. SPEC = NAME or NAME:key=value,... "
+        "(build_backbone keywords; tuples as 1x1x2x2 or 16x4; per-stage tuples as 1/2x1/2x1/2x1).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("list", help="registered backbones with native channels, stride and parameters")
+    p.add_argument("pattern", nargs="?", help="shell-style filter such as 'resnet*' or 'timm:conv*'")
+    p.add_argument("--family", help="only this family: resnet, densenet, densenet_hmer, ocr, ...")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_list)
+
+    p = commands.add_parser("check", help="per-stage shapes, parameters and GFLOPs for one input (meta device)")
+    p.add_argument("spec", help="NAME or NAME:key=value,...")
+    p.add_argument("--out-channels", type=int, help="channels of the 1x1 adapter's output")
+    p.add_argument("--output-stride", type=pair_or_int, help="S or SHxSW")
+    p.add_argument("--strides", type=pair_or_int, nargs="+", metavar="S", help="per-stage strides, e.g. 1 2x1 2x1 2x1")
+    p.add_argument("--dilate", action="store_true", help="turn removed strides into dilation")
+    p.add_argument("--in-channels", type=int, help="input channels")
+    p.add_argument("--input", type=shape, metavar="NxCxHxW", help="input shape (default 1xCx224x224)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_check)
+
+    p = commands.add_parser("weights", help="weight tags of a backbone and their cache state, or test-load a file")
+    p.add_argument("spec", help="NAME or NAME:key=value,... (the model a --file is loaded into)")
+    p.add_argument("--file", metavar="PATH", help="load this .pth/.pt/.safetensors file and report what fitted")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_weights)
+
+    p = commands.add_parser("compare", help="does CANDIDATE give REFERENCE's channels, output grid and masks?")
+    p.add_argument("reference", help="SPEC of the encoder in use")
+    p.add_argument("candidate", help="SPEC of the replacement")
+    p.add_argument("--sizes", type=size_list, metavar="HxW,...", help="input sizes to compare")
+    p.add_argument("--images", metavar="PATH", help="folder or .tar[.gz] of images; their header sizes are compared")
+    p.add_argument(
+        "--verify", type=int, default=24, metavar="N", help="sizes also run through both forwards (default 24)"
+    )
+    p.add_argument("--show", type=int, default=10, metavar="N", help="mismatches to print (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_compare)
+
+    p = commands.add_parser("export", help="export to ONNX (dynamic batch, H, W) and check it with onnxruntime")
+    p.add_argument("spec", help="NAME or NAME:key=value,... (pretrained=... loads weights first)")
+    p.add_argument("--onnx", required=True, metavar="PATH", help="the .onnx file to write")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--check", type=size_list, metavar="HxW,...", help="compare onnxruntime with PyTorch at these sizes")
+    p.add_argument("--fuse", action="store_true", help="fold BatchNorms into convs first (Backbone.fuse)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_export)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except UsageError as error:
+        print(f"backbones {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

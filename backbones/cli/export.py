@@ -1,0 +1,48 @@
+"""``backbones export``: ONNX with dynamic sizes, checked against PyTorch with onnxruntime."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..build import build_backbone
+from ..sources import CheckpointReadError
+from ..spec import format_spec
+from .common import UsageError, build, table
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import RELATIVE_TOLERANCE, check_onnx, export_onnx
+
+    name, kwargs, _ = build(args.spec)
+    try:
+        model = build_backbone(name, **kwargs).eval()
+        if args.fuse:
+            model.fuse()
+        encoder: Any = model
+    except (FileNotFoundError, CheckpointReadError, KeyError, TypeError, ValueError) as error:
+        raise UsageError(str(error) if not isinstance(error, KeyError) else error.args[0]) from error
+    try:
+        path = export_onnx(encoder, args.onnx, opset=args.opset)
+    except (ImportError, ValueError) as error:
+        print(f"backbones export: {format_spec(name, kwargs)} cannot be exported: {error}", file=sys.stderr)
+        return 1
+    checks = check_onnx(encoder, path, args.check) if args.check else []
+    ok = all(check.ok for check in checks)
+    if args.json:
+        rows = [{**vars(check), "ok": check.ok} for check in checks]
+        print(json.dumps({"spec": format_spec(name, kwargs), "onnx": str(path), "ok": ok, "checks": rows}, indent=2))
+        return 0 if ok else 1
+    print(f"{format_spec(name, kwargs)} -> {path} ({path.stat().st_size / 2**20:.1f} MiB, dynamic batch, H and W)")
+    if checks:
+        rows = [
+            (f"{c.size[0]}x{c.size[1]}", " ".join("x".join(map(str, s)) for s in c.shapes), f"{c.max_abs_diff:.2e}",
+             f"{c.max_abs_diff / max(c.max_abs_value, 1e-12):.2e}", "ok" if c.ok else "FAILED")
+            for c in checks
+        ]  # fmt: skip
+        print(table(rows, ["input", "onnxruntime output", "max abs diff", "relative", "verdict"]))
+        print(f"{'OK' if ok else 'MISMATCH'}: shapes against output_size, differences within {RELATIVE_TOLERANCE:g} "
+              f"of each output's max abs value")  # fmt: skip
+    return 0 if ok else 1

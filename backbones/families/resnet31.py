@@ -1,0 +1,88 @@
+"""``resnet31_ocr``: the ResNet-31 of SAR, NRTR and RobustScanner (mmocr's ``ResNet31OCR``).
+
+Stem ``conv1_1`` 3 -> 64 and ``conv1_2`` 64 -> 128 (3x3, with bias, BN, ReLU), then four stages, each a max
+pool (2x2, 2x2, (2, 1); ceil mode, kernel = stride; none before the last stage), basic blocks (1, 2, 5, 3) of
+3x3 convs to 256, 256, 512, 512 channels, and a 3x3 conv + BN + ReLU. Native stride (8, 4): 48x160 -> 6x40.
+mmocr's pools already round up, so a checkpoint gives exactly mmocr's features. Keys as mmocr's
+(``backbone.conv1_1.weight``, ``backbone.block2.0.conv1.weight``), under ``features.`` here.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Dict, Optional
+
+from torch import Tensor, nn
+
+from ..base import SequentialBackbone, Stages
+from ..config import BackboneConfig
+from ..contract import Pair
+from ..layers import CeilPool2d, init_conv_weights, stride_of
+from ..registry import register_backbone
+
+__all__ = ["BasicBlock", "ResNet31OCR", "conv_bn_relu", "pool_or_identity"]
+
+CHANNELS = (64, 128, 256, 256, 512, 512)
+BLOCKS = (1, 2, 5, 3)
+NATIVE_STRIDES = ((2, 2), (2, 2), (2, 1), (1, 1))
+
+
+def pool_or_identity(stride: Pair) -> nn.Module:
+    """Max pooling with ceil rounding (kernel = stride) for a kept stride, nothing for ``(1, 1)``."""
+    return CeilPool2d(stride, "max") if stride != (1, 1) else nn.Identity()
+
+
+def conv_bn_relu(name: str, in_channels: int, out_channels: int, dilation: Pair = (1, 1), bias: bool = True) -> Dict:
+    """``{conv<name>, bn<name>, relu<name>}``: a 3x3 conv that keeps the size, BN and ReLU."""
+    conv = nn.Conv2d(in_channels, out_channels, 3, 1, padding=dilation, dilation=dilation, bias=bias)
+    return OrderedDict(
+        [(f"conv{name}", conv), (f"bn{name}", nn.BatchNorm2d(out_channels)), (f"relu{name}", nn.ReLU(inplace=True))]
+    )
+
+
+class BasicBlock(nn.Module):
+    """mmocr's basic block: 3x3 conv -> BN -> ReLU -> 3x3 conv -> BN, plus a 1x1 conv + BN shortcut."""
+
+    def __init__(self, in_channels: int, planes: int, dilation: Pair) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, planes, 3, 1, padding=dilation, dilation=dilation, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample: Optional[nn.Module] = None
+        if in_channels != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(in_channels, planes, 1, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+@register_backbone("resnet31_ocr", family="ocr")
+class ResNet31OCR(SequentialBackbone):
+    """ResNet-31 of SAR / NRTR / RobustScanner (mmocr ``ResNet31OCR``): (8, 4), 48x160 -> 6x40 (512 channels)."""
+
+    first_conv = "features.conv1_1"
+    bare_checkpoint_keys = True
+    fusable_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
+
+    def build(self, config: BackboneConfig) -> Stages:
+        stem = OrderedDict(conv_bn_relu("1_1", self.in_channels, CHANNELS[0]))
+        stem.update(conv_bn_relu("1_2", CHANNELS[0], CHANNELS[1]))
+        plan = config.plan(stride_of(*stem.values()), NATIVE_STRIDES)
+        stages = [self.add_stage("stem", stem, CHANNELS[1], plan.stem_stride)]
+        channels = CHANNELS[1]
+        for index, (stage, blocks, width) in enumerate(zip(plan.stages, BLOCKS, CHANNELS[2:]), start=2):
+            if index - 1 > config.last_stage(len(BLOCKS)):
+                break
+            modules: Dict[str, nn.Module] = OrderedDict()
+            if index < 5:
+                modules[f"pool{index}"] = pool_or_identity(stage.stride)
+            layers = [BasicBlock(channels if i == 0 else width, width, stage.dilation) for i in range(blocks)]
+            modules[f"block{index}"] = nn.Sequential(*layers)
+            modules.update(conv_bn_relu(str(index), width, width, stage.dilation))
+            stages.append(self.add_stage(f"block{index}", modules, width, stage.output_stride, stage.dilation))
+            channels = width
+        init_conv_weights(self)
+        return Stages(stages, len(BLOCKS))

@@ -1,0 +1,90 @@
+"""``resnet_fan``: the ResNet of FAN (Cheng et al. 2017) as deep-text-recognition-benchmark builds it for TRBA.
+
+``ResNet_FeatureExtractor(input_channel, 512)``: ``conv0_1``/``conv0_2`` (32, 64 channels), then four stages of
+a max pool, basic blocks (1, 2, 5, 3) to 128, 256, 512, 512 channels and a 3x3 conv + BN + ReLU, and at the end
+two 2x2 convs (``conv4_1``, ``conv4_2``). Native stride (32, 4): a 32x100 line gives 1x25 columns here.
+
+The original's grid is not the ceil grid: its third pool (2x2 at stride (2, 1), padding (0, 1)) and ``conv4_1``
+(2x2, stride (2, 1), padding (0, 1)) each add a column and the valid 2x2 ``conv4_2`` removes a row and a column:
+1x26 at 32x100 (its first pools also round down). Here those layers pad their columns as the original does, the
+rows are rounded up (bottom padding, unused at even sizes) and ``conv4_2`` strides by (2, 1); each stage's output
+is cropped to ``ceil(H/s) x ceil(W/s)``. At 32 pixels high and a width divisible by 4 the output is exactly the
+original's first W/4 columns (its last column, one past the ceil grid, is dropped). Keys as the project's
+(``module.FeatureExtraction.ConvNet.conv0_1.weight``), under ``features.`` here.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Dict
+
+from torch import nn
+
+from ..base import SequentialBackbone, Stages
+from ..config import BackboneConfig
+from ..contract import Pair
+from ..layers import ColumnPaddedMaxPool2d, init_conv_weights, stride_of
+from ..registry import register_backbone
+from .resnet31 import BasicBlock, conv_bn_relu, pool_or_identity
+
+__all__ = ["ResNetFAN"]
+
+WIDTHS = (128, 256, 512, 512)
+BLOCKS = (1, 2, 5, 3)
+NATIVE_STRIDES = ((2, 2), (2, 2), (2, 1), (2, 1), (2, 1))
+
+
+def column_pool(stride: Pair) -> nn.Module:
+    """FAN's and CRNN's 2x2 ``(2, 1)`` pool: padded columns as the original, rows rounded up."""
+    return ColumnPaddedMaxPool2d(stride)
+
+
+def two_by_two(name: str, channels: int, stride: Pair, pad_columns: bool, bias: bool = False) -> Dict[str, nn.Module]:
+    """``pad<name>, conv<name>, bn<name>, relu<name>``: a 2x2 conv at ``stride``; ``pad_columns`` pads a column on
+    each side as FAN's ``conv4_1`` (one more column), else the columns are valid (one fewer), as ``conv4_2``
+    and CRNN's ``conv6``; one zero row at the bottom rounds the rows up."""
+    pad = nn.ZeroPad2d((1, 1, 0, 1) if pad_columns else (0, 0, 0, 1))
+    conv = nn.Conv2d(channels, channels, 2, stride, bias=bias)
+    return OrderedDict(
+        [(f"pad{name}", pad), (f"conv{name}", conv), (f"bn{name}", nn.BatchNorm2d(channels)),
+         (f"relu{name}", nn.ReLU(inplace=True))]
+    )  # fmt: skip
+
+
+@register_backbone("resnet_fan", family="ocr")
+class ResNetFAN(SequentialBackbone):
+    """ResNet of FAN / TRBA (deep-text-recognition-benchmark): (32, 4), a 32x100 line -> 1x25 (512 channels)."""
+
+    default_in_channels = 1
+    crop_to_grid = True
+    first_conv = "features.conv0_1"
+    bare_checkpoint_keys = True
+    fusable_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
+
+    def build(self, config: BackboneConfig) -> Stages:
+        stem = OrderedDict(conv_bn_relu("0_1", self.in_channels, 32, bias=False))
+        stem.update(conv_bn_relu("0_2", 32, 64, bias=False))
+        plan = config.plan(stride_of(*stem.values()), NATIVE_STRIDES)
+        stages = [self.add_stage("stem", stem, 64, plan.stem_stride)]
+        channels, last = 64, config.last_stage(len(NATIVE_STRIDES))
+        for index, (stage, blocks, width) in enumerate(zip(plan.stages, BLOCKS, WIDTHS), start=1):
+            if index > last:
+                break
+            modules: Dict[str, nn.Module] = OrderedDict()
+            if index < 4:
+                pool = pool_or_identity(stage.stride) if index < 3 else column_pool(stage.stride)
+                modules[f"maxpool{index}"] = pool
+            layers = [BasicBlock(channels if i == 0 else width, width, stage.dilation) for i in range(blocks)]
+            modules[f"layer{index}"] = nn.Sequential(*layers)
+            if index < 4:
+                modules.update(conv_bn_relu(str(index), width, width, stage.dilation, bias=False))
+            else:
+                modules.update(two_by_two("4_1", width, stage.stride, pad_columns=True))
+            stages.append(self.add_stage(f"layer{index}", modules, width, stage.output_stride, stage.dilation))
+            channels = width
+        if last == 5:
+            final = plan.stages[4]
+            conv4_2 = two_by_two("4_2", 512, final.stride, pad_columns=False)
+            stages.append(self.add_stage("conv4_2", conv4_2, 512, final.output_stride))
+        init_conv_weights(self)
+        return Stages(stages, len(NATIVE_STRIDES))

@@ -1,0 +1,115 @@
+"""Deployment: ONNX export with dynamic batch, H, W checked by onnxruntime; fuse() parity; the export CLI."""
+
+import json
+
+import pytest
+import torch
+from backbones.adapters import MaskedEncoder
+from conftest import HEAVY, reduced_stride
+
+from backbones import build_backbone, check_onnx, export_onnx, list_backbones
+from backbones.cli import main
+from backbones.export import RELATIVE_TOLERANCE
+
+pytest.importorskip("onnxruntime")
+SIZES = [(37, 101), (129, 317), (45, 33)]  # unseen by the exporter (it traces at another size)
+
+CASES = {
+    "resnet18-gray-os16-684": lambda: build_backbone("resnet18", in_channels=1, output_stride=16, out_channels=684),
+    "densenet_hmer-small": lambda: build_backbone("densenet_hmer", block_layers=(3, 3, 3), stem_norm=True),
+    "densenet121-pyramid": lambda: build_backbone("densenet121", out_indices=(1, 2), out_channels=(16, 32)),
+    "timm-resnet10t": lambda: build_backbone("timm:resnet10t", in_channels=1, out_channels=64),
+    "masked-resnet18-text-line": lambda: MaskedEncoder(
+        build_backbone("resnet18", in_channels=1, out_channels=64, strides=(1, (2, 1), (2, 1), (2, 1)))
+    ),
+}
+
+
+def _randomise_norms(model):
+    """Non-trivial running statistics, so that folding and export have something to get wrong."""
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.rand(module.num_features, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    return model
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_onnx_export_matches_pytorch_at_unseen_odd_sizes(case, tmp_path):
+    encoder = _randomise_norms(CASES[case]()).train()
+    path = export_onnx(encoder, tmp_path / f"{case}.onnx")
+    assert path.stat().st_size > 0 and encoder.training  # the caller's mode is kept
+    checks = check_onnx(encoder, path, SIZES)
+    for check in checks:
+        assert check.ok, check
+        assert check.max_abs_diff <= RELATIVE_TOLERANCE * check.max_abs_value
+    assert [c.shapes == c.expected_shapes for c in checks] == [True] * len(SIZES)
+
+
+def test_export_errors_name_the_problem(tmp_path):
+    encoder = build_backbone("resnet18")
+    with pytest.raises(ValueError, match="opset must be an int >= 7"):
+        export_onnx(encoder, tmp_path / "x.onnx", opset=3)
+    with pytest.raises(ValueError, match=r"example_size must be an \(H, W\) tuple of ints >= 2"):
+        export_onnx(encoder, tmp_path / "x.onnx", example_size=(1, 64))
+    with pytest.raises(TypeError, match="encoder must be a backbones.Backbone or a MaskedEncoder, got Conv2d"):
+        export_onnx(torch.nn.Conv2d(3, 3, 1), tmp_path / "x.onnx")
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in list_backbones()]
+)
+def test_fuse_keeps_the_outputs_of_every_family(name):
+    torch.manual_seed(0)
+    kwargs = {"out_channels": 48, "output_stride": reduced_stride(name)}
+    encoder = _randomise_norms(build_backbone(name, **kwargs)).eval()
+    x = torch.randn(2, encoder.in_channels, 45, 67)
+    with torch.no_grad():
+        before = encoder(x)
+        norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.modules())
+        fused = encoder.fuse()
+        after = fused(x)
+    assert fused is encoder and fused.folded_batchnorms > 0
+    left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.modules())
+    assert left == norms - fused.folded_batchnorms
+    if name.startswith("resnet") or name.startswith(("resnext", "wide")):
+        assert left == 0
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5 * float(before.abs().max()))
+    assert encoder.output_size(45, 67) == tuple(after.shape[2:])
+
+
+def test_fuse_counts_what_stays_and_refuses_training_mode():
+    dense = build_backbone("densenet121").eval().fuse()
+    assert dense.folded_batchnorms == 1 + 58  # the stem's norm0 and each dense layer's norm2
+    left = [n for n, m in dense.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(left) == 58 + 3 + 1 and all(n.endswith(("norm1", "norm", "norm5")) for n in left)
+    with pytest.raises(RuntimeError, match=r"call encoder.eval\(\) first"):
+        build_backbone("resnet18").train().fuse()
+    state = build_backbone("resnet18", out_channels=8).eval().fuse().state_dict()
+    assert "conv1.bias" in state and "bn1.weight" not in state and "adapters.0.bn.weight" not in state
+
+
+def test_fused_models_script_and_export(tmp_path):
+    encoder = _randomise_norms(build_backbone("densenet_hmer", block_layers=(2, 2, 2), out_channels=32)).eval().fuse()
+    x = torch.randn(1, 1, 41, 77)
+    torch.testing.assert_close(torch.jit.script(encoder)(x), encoder(x), rtol=1e-5, atol=1e-5)
+    checks = check_onnx(encoder, export_onnx(encoder, tmp_path / "fused.onnx"), SIZES[:1])
+    assert checks[0].ok, checks
+
+
+def test_export_cli_exit_codes(capsys, tmp_path, monkeypatch):
+    path = tmp_path / "r18.onnx"
+    spec = "densenet_hmer:block_layers=2x2x2,out_channels=32"
+    assert main(["export", spec, "--onnx", str(path), "--check", "37x101,45x33", "--fuse", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and [row["size"] for row in report["checks"]] == [[37, 101], [45, 33]]
+    assert report["checks"][0]["shapes"] == [[2, 32, 3, 7]]  # 37x101 at /16
+    monkeypatch.setattr("backbones.export.RELATIVE_TOLERANCE", 0.0)  # nothing is that exact: exit 1
+    assert main(["export", spec, "--onnx", str(path), "--check", "37x101"]) == 1
+    assert "FAILED" in capsys.readouterr().out
+    assert main(["export", "resnet5", "--onnx", str(path)]) == 2
+    assert "did you mean resnet50" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as caught:
+        main(["export", spec, "--onnx", str(path), "--check", "37"])
+    assert caught.value.code == 2
