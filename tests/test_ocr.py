@@ -285,3 +285,28 @@ def test_ocr_family_is_listed(capsys):
     assert main(["list", "--family", "ocr"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in OCR) and "resnet50" not in out
+
+
+def test_mmocr_layouts_of_aster_and_minivgg(tmp_path):
+    """mmocr's ResNet (ASTER config) names the stem and shortcuts as ConvModules; MiniVGG uses LeakyReLU(0.2)."""
+    reference = _randomised(RefResNet45(True))
+    renamed = {}
+    for key, value in reference.state_dict().items():
+        key = key.replace("layer0.0.", "stem_layers.0.conv.").replace("layer0.1.", "stem_layers.0.bn.")
+        renamed[
+            "backbone." + key.replace("downsample.0.", "downsample.conv.").replace("downsample.1.", "downsample.bn.")
+        ] = value
+    torch.save({"state_dict": renamed, "meta": {}}, tmp_path / "aster_mmocr.pth")
+    encoder = build_backbone("resnet45_aster", pretrained=str(tmp_path / "aster_mmocr.pth")).eval()
+    x = torch.randn(1, 3, 32, 100)
+    with torch.no_grad():
+        _assert_close_relative(encoder(x), reference(x))
+    crnn = _randomised(RefCRNN())
+    for name, _ in list(crnn.cnn.named_children()):
+        if name.startswith("relu"):
+            setattr(crnn.cnn, name, nn.LeakyReLU(0.2))
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in crnn.state_dict().items()}}, tmp_path / "crnn_mmocr.pth")
+    vgg = build_backbone("vgg_crnn", leaky_relu=True, pretrained=str(tmp_path / "crnn_mmocr.pth")).eval()
+    x = torch.randn(1, 1, 32, 100)
+    with torch.no_grad():
+        _assert_close_relative(vgg(x), crnn(x)[..., :25])

@@ -6,8 +6,8 @@ They differ in where a stage's stride sits, which the parameter shapes do not sh
 
 - ABINet (and PARSeq's copy, mmocr's ``ResNetABI``): on the 3x3 conv; stage strides (2, 1, 2, 1, 1): /4,
   32x128 -> 8x32. Stem ``conv1``, ``bn1``.
-- ASTER (aster.pytorch): on the 1x1 conv; stage strides (2,2), (2,2), (2,1), (2,1), (2,1): (32, 4), a 32x100
-  line -> 1x25. Stem ``layer0`` (conv, BN, ReLU).
+- ASTER (aster.pytorch, mmocr's ``ResNet`` in its ASTER config): on the 1x1 conv; stage strides (2,2), (2,2),
+  (2,1), (2,1), (2,1): (32, 4), a 32x100 line -> 1x25. Stem ``layer0`` (conv, BN, ReLU).
 
 Every stride sits on a conv with ``padding = (k - 1) // 2``, so the originals already give the ceil grid and a
 checkpoint gives exactly the original's features. The two stems are named apart, so a checkpoint of one
@@ -16,6 +16,7 @@ refuses to load into the other (strictly: the other's stem keys are missing), wi
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from typing import ClassVar, Dict, List, Optional, Tuple
 
@@ -31,6 +32,12 @@ from ..strides import StagePlan
 __all__ = ["ResNet45ABINet", "ResNet45ASTER"]
 
 WIDTHS = (32, 64, 128, 256, 512)
+_MMOCR_ASTER_KEYS = (
+    (re.compile(r"^stem_layers\.0\.conv\."), "layer0.0."),
+    (re.compile(r"^stem_layers\.0\.bn\."), "layer0.1."),
+    (re.compile(r"\.downsample\.conv\."), ".downsample.0."),
+    (re.compile(r"\.downsample\.bn\."), ".downsample.1."),
+)
 BLOCKS = (3, 4, 6, 6, 3)
 
 
@@ -141,5 +148,10 @@ class ResNet45ASTER(_ResNet45):
         return OrderedDict(layer0=nn.Sequential(conv, nn.BatchNorm2d(WIDTHS[0]), nn.ReLU(inplace=True)))
 
     def checkpoint_key(self, key: str) -> Optional[str]:
-        """aster.pytorch's ``encoder.layer0..5``; its BiLSTM (``rnn.*``) is not part of the encoder: skipped."""
-        return None if key.startswith("rnn.") else super().checkpoint_key(key)
+        """aster.pytorch's ``encoder.layer0..5`` (its BiLSTM ``rnn.*`` is not part of the encoder: skipped), and
+        mmocr's ``ResNet`` of its ASTER config (``stem_layers.0.conv``/``.bn``, ``downsample.conv``/``.bn``)."""
+        if key.startswith("rnn."):
+            return None
+        for old, new in _MMOCR_ASTER_KEYS:
+            key = old.sub(new, key)
+        return super().checkpoint_key(key)

@@ -1,4 +1,5 @@
-"""``vgg_crnn``: the VGG encoder of CRNN (meijieru/crnn.pytorch; mmocr's ``MiniVGG``; PARSeq's crnn).
+"""``vgg_crnn``: the VGG encoder of CRNN (meijieru/crnn.pytorch; mmocr's ``MiniVGG``, with ``leaky_relu=True`` where
+its config keeps MiniVGG's default; PARSeq's crnn).
 
 Seven convs (64, 128, 256, 256, 512, 512 channels, 3x3 with bias; the last 512 is 2x2), BatchNorm after the 3rd,
 5th and 7th, ReLU after each; max pools 2x2, 2x2, then 2x2 windows at stride (2, 1) twice. Native stride (32, 4):
@@ -21,7 +22,7 @@ from typing import Dict
 from torch import nn
 
 from ..base import SequentialBackbone, Stages
-from ..config import BackboneConfig
+from ..config import BackboneConfig, check_bool
 from ..contract import Pair
 from ..layers import stride_of
 from ..registry import register_backbone
@@ -36,13 +37,13 @@ NATIVE_STRIDES = ((2, 2), (2, 2), (2, 1), (2, 1), (2, 1))
 STAGE_CONVS = (((1, False),), ((2, True), (3, False)), ((4, True), (5, False)), (), ())
 
 
-def _conv(index: int, in_channels: int, norm: bool, dilation: Pair) -> Dict[str, nn.Module]:
+def _conv(index: int, in_channels: int, norm: bool, dilation: Pair, leaky: bool) -> Dict[str, nn.Module]:
     out = CHANNELS[index]
     modules: Dict[str, nn.Module] = OrderedDict()
     modules[f"conv{index}"] = nn.Conv2d(in_channels, out, 3, 1, padding=dilation, dilation=dilation)
     if norm:
         modules[f"batchnorm{index}"] = nn.BatchNorm2d(out)
-    modules[f"relu{index}"] = nn.ReLU(inplace=True)
+    modules[f"relu{index}"] = nn.LeakyReLU(0.2, inplace=True) if leaky else nn.ReLU(inplace=True)
     return modules
 
 
@@ -55,8 +56,10 @@ class VGGCRNN(SequentialBackbone):
     first_conv = "features.conv0"
     bare_checkpoint_keys = True
 
-    def build(self, config: BackboneConfig) -> Stages:
-        stem = _conv(0, self.in_channels, False, (1, 1))
+    def build(self, config: BackboneConfig, *, leaky_relu: bool = False) -> Stages:
+        """``leaky_relu``: LeakyReLU(0.2) after each conv, as mmocr's ``MiniVGG`` does by default (crnn.pth: ReLU)."""
+        check_bool(leaky_relu, "leaky_relu")
+        stem = _conv(0, self.in_channels, False, (1, 1), leaky_relu)
         plan = config.plan(stride_of(*stem.values()), NATIVE_STRIDES)
         stages = [self.add_stage("stem", stem, CHANNELS[0], plan.stem_stride)]
         channels = CHANNELS[0]
@@ -68,10 +71,11 @@ class VGGCRNN(SequentialBackbone):
                 pool = pool_or_identity if index < 3 else column_pool
                 modules[f"pooling{index - 1}"] = pool(stage.stride)
             for conv, norm in STAGE_CONVS[index - 1]:
-                modules.update(_conv(conv, channels, norm, stage.dilation))
+                modules.update(_conv(conv, channels, norm, stage.dilation, leaky_relu))
                 channels = CHANNELS[conv]
             if index == 5:
                 conv6 = two_by_two("6", channels, stage.stride, pad_columns=False, bias=True)
+                conv6["relu6"] = nn.LeakyReLU(0.2, inplace=True) if leaky_relu else conv6["relu6"]
                 modules.update((key.replace("bn", "batchnorm"), module) for key, module in conv6.items())
             stages.append(self.add_stage(f"stage{index}", modules, channels, stage.output_stride, stage.dilation))
         return Stages(stages, len(NATIVE_STRIDES))
