@@ -182,7 +182,12 @@ class Backbone(nn.Module):
         height = max(2 * deepest[0] + 1, self.min_input_size)
         width = max(3 * deepest[1] - 1, self.min_input_size)
         x = torch.empty(1, self.in_channels, height, width, device="meta")
-        outputs = meta_call(self, "forward_stages", x)
+        was_training = self.training
+        nn.Module.train(self, False)  # BatchNorm in training refuses one 1x1 sample (squeeze-excitation layers)
+        try:
+            outputs = meta_call(self, "forward_stages", x)
+        finally:
+            nn.Module.train(self, was_training)
         for info, output in zip(self.feature_info, outputs):
             wanted = (info.channels, *output_size(height, width, info.stride))
             if tuple(output.shape[1:]) != wanted:

@@ -23,38 +23,41 @@ from torch import Tensor
 
 from ..base import Backbone, Stages
 from ..config import BackboneConfig
-from ..contract import FeatureInfo, ceil_div
+from ..contract import FeatureInfo, Pair, ceil_div
 from ..loading import LoadReport, WeightsMismatchError, load_weights
 from ..meta import meta_call
 from ..registry import BackboneEntry, UnknownBackboneError, register_namespace
 from ..sources import TimmWeights
+from .timm_surgery import find_downsamplers, remove_stride
 
 __all__ = ["TimmBackbone"]
 
 
-def _timm_output_stride(name: str, config: BackboneConfig) -> Optional[int]:
-    if config.strides is not None:
-        raise ValueError(
-            f"strides={config.strides!r} is not available for timm:{name} (timm models take only an "
-            f"output_stride); use output_stride=..., dilate=True"
-        )
-    if config.output_stride is None:
+def _dilated_output_stride(name: str, config: BackboneConfig) -> Optional[int]:
+    """The ``output_stride`` for timm's own dilation route (``dilate=True``), or ``None`` for stride surgery."""
+    if not config.dilate or config.output_stride is None:
+        if config.dilate and config.strides is not None:
+            raise ValueError(
+                f"strides=... with dilate=True is not available for timm:{name}: timm dilates by one output_stride; "
+                f"pass output_stride=N, dilate=True, or strides=... without dilate"
+            )
         return None
     stride = config.output_stride
     if isinstance(stride, (tuple, list)):
         if len(stride) != 2 or stride[0] != stride[1]:
-            raise ValueError(f"output_stride for timm:{name} must be one int (timm is isotropic), got {stride!r}")
+            raise ValueError(
+                f"output_stride={stride!r} with dilate=True for timm:{name}: timm dilates isotropically; pass one int, "
+                f"or drop dilate=True for anisotropic strides (the strides are then removed, not dilated)"
+            )
         stride = stride[0]
-    if not config.dilate:
-        raise ValueError(
-            f"output_stride={stride} for timm:{name}: timm reaches it by dilating the later stages; "
-            f"pass dilate=True as well (or use a registered backbone, which can also drop strides)"
-        )
     return int(stride)
 
 
 class TimmBackbone(Backbone):
-    """A timm ``features_only`` model: ``[N, C_in, H, W] -> [N, C, ceil(H/s), ceil(W/s)]``.
+    """A timm ``features_only`` model: ``[N, C_in, H, W] -> [N, C, ceil(H/sh), ceil(W/sw)]``.
+
+    ``output_stride`` (int or ``(sh, sw)``) and ``strides=`` remove the last levels' downsampling by stride surgery
+    (see ``timm_surgery``); with ``dilate=True`` timm's own dilation reaches an isotropic ``output_stride``.
 
     ``fuse()`` folds timm's conv/bn pairs by their usual names (and ``ConvNormAct`` chains); what it folds is
     checked on a probe input, and a model whose names mislead is restored and refused.
@@ -74,16 +77,27 @@ class TimmBackbone(Backbone):
         import timm
 
         self.model_name = model_name
-        output_stride = _timm_output_stride(model_name, config)
+        output_stride = _dilated_output_stride(model_name, config)
         kwargs: Dict[str, Any] = dict(features_only=True, in_chans=self.in_channels, **timm_kwargs)
         probe = self._create_on_meta(kwargs)
+        if type(probe).__name__ == "FeatureGetterNet" and "dynamic_img_size" not in kwargs:
+            probe, kwargs = self._with_options(probe, kwargs, dynamic_img_size=True, dynamic_img_pad=True)  # ViTs
+        elif getattr(getattr(probe, "patch_embed", None), "strict_img_size", False) and "strict_img_size" not in kwargs:
+            probe, kwargs = self._with_options(probe, kwargs, strict_img_size=False)  # Swin: sizes other than 224
         native = probe.feature_info.reduction()
+        if type(probe).__name__ == "FeatureGetterNet" and (config.output_stride or config.strides) is not None:
+            if config.output_stride != native[-1] or config.strides is not None:
+                raise ValueError(
+                    f"timm:{model_name} is a vision transformer: its stride is the patch ({native[-1]}), which "
+                    f"output_stride and strides cannot change; got output_stride={config.output_stride!r}, "
+                    f"strides={config.strides!r}"
+                )
         if output_stride is not None:
             kwargs["output_stride"] = output_stride
             probe = self._create_on_meta(kwargs)
-        num_stages = len(probe.feature_info) - 1
+        num_stages = len(probe.feature_info.reduction()) - 1  # the selected levels (all of a ViT's blocks are listed)
         last = config.last_stage(num_stages)
-        kwargs["out_indices"] = tuple(range(last + 1))
+        kwargs["out_indices"] = tuple(probe.feature_info.out_indices[: last + 1])  # blocks for ViTs, levels else
         self._timm_kwargs = kwargs
         self.body = timm.create_model(model_name, **kwargs)
         channels = self.body.feature_info.channels()
@@ -93,15 +107,59 @@ class TimmBackbone(Backbone):
                 f"timm:{model_name} does not support output_stride={output_stride} (its deepest level stays "
                 f"at /{reductions[-1]}); build it without output_stride"
             )
+        strides = [(r, r) for r in reductions]
+        if output_stride is None and (config.output_stride is not None or config.strides is not None):
+            strides = self._remove_strides(config, native, last)
         groups = self._stage_modules(last, config.frozen_stages)
         stages = []
         for i in range(last + 1):
             dilation = max(native[i] // reductions[i], 1)
-            stride, dilations = (reductions[i], reductions[i]), (dilation, dilation)
-            stages.append(FeatureInfo(f"level{i}", i, channels[i], stride, dilations, groups[i]))
-        self.level_strides: List[int] = [info.stride[0] for info in stages]
-        self.align: int = self._probe_alignment(max(reductions))
+            stages.append(FeatureInfo(f"level{i}", i, channels[i], strides[i], (dilation, dilation), groups[i]))
+        self.level_strides: List[List[int]] = [[sh, sw] for sh, sw in strides[: last + 1]]
+        self.nhwc: bool = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")  # Swin's levels
+        was_training = self.body.training
+        self.body.eval()  # probes in eval mode: BatchNorm in training refuses a 1x1 map
+        try:
+            self.align: List[int] = self._probe_alignment()
+            self.min_input_size = self._probe_min_size()
+        finally:
+            self.body.train(was_training)
         return Stages(stages, num_stages)
+
+    def _remove_strides(self, config: BackboneConfig, native: List[int], last: int) -> List[Pair]:
+        """Plan the levels' strides like any family (the first level is the stem) and remove the dropped ones."""
+        natives = [(b // a, b // a) for a, b in zip(native, native[1:])]
+        plan = config.plan(native[0], natives)
+        changes = [
+            (i, (s.stride[0] != n[0], s.stride[1] != n[1]))
+            for i, (s, n) in enumerate(zip(plan.stages[:last], natives), 1)
+        ]
+        changes = [(index, axes) for index, axes in changes if any(axes)]
+        if not changes:
+            return [plan.stem_stride] + [stage.output_stride for stage in plan.stages]
+        try:
+            found = find_downsamplers(self.body, self.in_channels, native[: last + 1])
+        except (RuntimeError, AssertionError) as error:
+            raise ValueError(
+                f"timm:{self.model_name} cannot be probed for its downsampling layers ({type(error).__name__}: "
+                f"{str(error)[:200]}); build it with its native strides"
+            ) from error
+        for index, axes in changes:
+            if index not in found:
+                raise ValueError(
+                    f"timm:{self.model_name} level {index}: no layer of it downsamples (its stride cannot be removed)"
+                )
+            for name, module, _ in found[index]:
+                remove_stride(name, module, axes, self.model_name)
+        return [plan.stem_stride] + [stage.output_stride for stage in plan.stages]
+
+    def _with_options(self, probe: Any, kwargs: Dict[str, Any], **options: Any) -> Tuple[Any, Dict[str, Any]]:
+        """The probe rebuilt with ``options`` (timm's size options), or as it was if the model refuses them."""
+        extended = dict(kwargs, **options)
+        try:
+            return self._create_on_meta(extended), extended
+        except ValueError:
+            return probe, kwargs
 
     def _create_on_meta(self, kwargs: Dict[str, Any]) -> Any:
         import timm
@@ -131,40 +189,75 @@ class TimmBackbone(Backbone):
             start = end
         return groups
 
-    def _probe_alignment(self, deepest: int) -> int:
-        """1 if timm's sizes already round up at every level, else ``deepest`` (pad to its multiples)."""
-        base = 4 * deepest
-        sizes = [(base + 1, base + deepest - 1), (base + deepest // 2 + 1, base + deepest // 2), (base, base)]
-        for align in (1, deepest):
-            ok = True
+    def _probe_alignment(self) -> List[int]:
+        """``[1, 1]`` if the body's sizes already round up at every level, else the deepest stride per axis (the
+        input is then padded to its multiples and each level cropped). Raises a ValueError naming the level."""
+        deepest = [max(s[0] for s in self.level_strides), max(s[1] for s in self.level_strides)]
+        base = (4 * deepest[0], 4 * deepest[1])
+        sizes = [
+            (base[0] + 1, base[1] + deepest[1] - 1),
+            (base[0] + deepest[0] // 2 + 1, base[1] + deepest[1] // 2),
+            base,
+        ]
+        problem = ""
+        for align in ([1, 1], deepest):
+            problem = ""
             for height, width in sizes:
                 x = torch.empty(1, self.in_channels, height, width, device="meta")
-                outputs = meta_call(self.body, "forward", self._pad(x, align))
-                outputs = self._crop(outputs, height, width) if align > 1 else outputs
-                for output, stride in zip(outputs, self.level_strides):
-                    ok = ok and tuple(output.shape[-2:]) == (ceil_div(height, stride), ceil_div(width, stride))
-            if ok:
+                self.align = align
+                try:
+                    outputs = self._levels(meta_call(self.body, "forward", self._pad(x, align)), height, width)
+                except (RuntimeError, AssertionError, ValueError) as error:
+                    problem = problem or f"at {height}x{width}: {type(error).__name__}: {str(error)[:200]}"
+                    continue
+                for level, (output, stride) in enumerate(zip(outputs, self.level_strides)):
+                    wanted = (ceil_div(height, stride[0]), ceil_div(width, stride[1]))
+                    if tuple(output.shape[-2:]) != wanted and not problem:
+                        problem = f"level {level} gives {tuple(output.shape[-2:])} for {height}x{width}, not {wanted}"
+            if not problem:
                 return align
-        raise ValueError(f"timm:{self.model_name} does not give ceil(H/stride) outputs even on padded input")
+        raise ValueError(f"timm:{self.model_name} does not give the ceil(H/sh) x ceil(W/sw) grid: {problem}")
+
+    def _probe_min_size(self) -> int:
+        """The smallest side (1, then multiples of the deepest stride) at which the body runs: some attention
+        layers (PVT's spatial reduction) need a few cells at the deepest level."""
+        deepest = max(max(stride) for stride in self.level_strides)
+        for size in sorted({1, 2, 4, 8, 16, deepest // 2 or 1, deepest, 2 * deepest, 4 * deepest}):
+            try:
+                for height, width in ((size, size), (size + 1, size + 3)):
+                    x = torch.empty(1, self.in_channels, height, width, device="meta")
+                    meta_call(self.body, "forward", self._pad(x, self.align))
+                return size
+            except (RuntimeError, AssertionError, ValueError):
+                continue
+        return 4 * deepest
 
     @staticmethod
-    def _pad(x: Tensor, align: int) -> Tensor:
-        if align == 1:
+    def _pad(x: Tensor, align: List[int]) -> Tensor:
+        if align[0] == 1 and align[1] == 1:
             return x
-        pad_h = (align - x.shape[2] % align) % align
-        pad_w = (align - x.shape[3] % align) % align
+        pad_h = (align[0] - x.shape[2] % align[0]) % align[0]
+        pad_w = (align[1] - x.shape[3] % align[1]) % align[1]
         return F.pad(x, (0, pad_w, 0, pad_h))
 
     def _crop(self, outputs: List[Tensor], height: int, width: int) -> List[Tensor]:
         cropped: List[Tensor] = []
         for output, stride in zip(outputs, self.level_strides):
-            cropped.append(output[:, :, : (height + stride - 1) // stride, : (width + stride - 1) // stride])
+            cropped.append(
+                output[:, :, : (height + stride[0] - 1) // stride[0], : (width + stride[1] - 1) // stride[1]]
+            )
         return cropped
 
     def forward_stages(self, x: Tensor) -> List[Tensor]:
-        if self.align == 1:
-            return self.body(x)
-        return self._crop(self.body(self._pad(x, self.align)), x.shape[2], x.shape[3])
+        return self._levels(self.body(self._pad(x, self.align)), x.shape[2], x.shape[3])
+
+    def _levels(self, outputs: List[Tensor], height: int, width: int) -> List[Tensor]:
+        """timm's level outputs as ``[N, C, h, w]`` on the ceil grid (Swin's NHWC permuted, padding cropped)."""
+        if self.nhwc:
+            outputs = [output.permute(0, 3, 1, 2) for output in outputs]
+        if self.align[0] == 1 and self.align[1] == 1:
+            return outputs
+        return self._crop(outputs, height, width)
 
     def load_pretrained(
         self, state: Mapping[str, Tensor], source: str, reference_keys: Optional[List[str]] = None
