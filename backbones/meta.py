@@ -6,7 +6,6 @@ resolver's probes and the test kit. Nothing here copies or changes a weight.
 
 from __future__ import annotations
 
-import copy
 from itertools import chain
 from typing import Any, Sequence
 
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "is_meta", "meta_call", "meta_clone"]
+__all__ = ["count_flops", "is_meta", "meta_call"]
 
 
 class _Call(nn.Module):
@@ -41,16 +40,6 @@ def meta_call(module: nn.Module, method: str, *args: Any) -> Any:
         named = chain(module.named_parameters(remove_duplicate=False), module.named_buffers(remove_duplicate=False))
         stand_ins = {f"module.{name}": torch.empty_like(t, device="meta") for name, t in named}
         return torch.func.functional_call(_Call(module, method), stand_ins, args, tie_weights=False)
-
-
-def meta_clone(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` on the meta device, in eval mode, made without copying any weight data."""
-    memo: dict = {}
-    for parameter in model.parameters():
-        memo[id(parameter)] = nn.Parameter(torch.empty_like(parameter, device="meta"), parameter.requires_grad)
-    for buffer in model.buffers():
-        memo[id(buffer)] = torch.empty_like(buffer, device="meta")
-    return copy.deepcopy(model, memo).eval()
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
