@@ -25,9 +25,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import contract
 from .config import BackboneConfig
-from .contract import FeatureInfo, Pair, output_size
+from .contract import FeatureInfo, Pair, crop_to_ceil_grid, output_size
 from .layers import Projection
-from .meta import meta_call
+from .meta import eval_mode, meta_call
 
 if TYPE_CHECKING:
     from .loading import LoadReport
@@ -176,18 +176,17 @@ class Backbone(nn.Module):
         self.adapters = nn.ModuleList(adapters)
         self.output_info: Tuple[FeatureInfo, ...] = tuple(outputs)
 
+    def _probe_size(self) -> Pair:
+        """An odd input size (not a multiple of the deepest stride on either axis) for checks on one input."""
+        deepest = self.feature_info[-1].stride
+        return max(2 * deepest[0] + 1, self.min_input_size), max(3 * deepest[1] + 1, self.min_input_size)
+
     def _verify_stages(self) -> None:
         """Each built stage's declared channels and ceil grid, checked on the meta device at an odd size."""
-        deepest = self.feature_info[-1].stride
-        height = max(2 * deepest[0] + 1, self.min_input_size)
-        width = max(3 * deepest[1] - 1, self.min_input_size)
+        height, width = self._probe_size()
         x = torch.empty(1, self.in_channels, height, width, device="meta")
-        was_training = self.training
-        nn.Module.train(self, False)  # BatchNorm in training refuses one 1x1 sample (squeeze-excitation layers)
-        try:
+        with eval_mode(self):  # BatchNorm in training refuses one 1x1 sample (squeeze-excitation layers)
             outputs = meta_call(self, "forward_stages", x)
-        finally:
-            nn.Module.train(self, was_training)
         for info, output in zip(self.feature_info, outputs):
             wanted = (info.channels, *output_size(height, width, info.stride))
             if tuple(output.shape[1:]) != wanted:
@@ -302,9 +301,7 @@ class Backbone(nn.Module):
                 "encoder.eval() first (a fused model cannot learn BatchNorm statistics)"
             )
         parameter = next(iter(self.parameters()))
-        stride = self.output_info[-1].stride
-        probe_size = (max(2 * stride[0] + 1, self.min_input_size), max(3 * stride[1] + 1, self.min_input_size))
-        probe = torch.randn(2, self.in_channels, *probe_size, dtype=parameter.dtype, device=parameter.device)
+        probe = torch.randn(2, self.in_channels, *self._probe_size(), dtype=parameter.dtype, device=parameter.device)
         folded, kept = fold_batchnorms(self, self.fusable_pairs, probe)
         self.folded_batchnorms: int = folded
         _logger.info("%s.fuse(): folded %d BatchNorms into convs, %d stay", type(self).__name__, folded, kept)
@@ -371,8 +368,7 @@ class SequentialBackbone(Backbone):
             x = module(x)
             if name in self.stage_ends:
                 if self.crop_outputs:
-                    sh, sw = self.stage_strides[len(outputs)][0], self.stage_strides[len(outputs)][1]
-                    outputs.append(x[:, :, : (height + sh - 1) // sh, : (width + sw - 1) // sw])
+                    outputs.append(crop_to_ceil_grid(x, height, width, self.stage_strides[len(outputs)]))
                 else:
                     outputs.append(x)
         return outputs

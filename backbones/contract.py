@@ -24,6 +24,7 @@ __all__ = [
     "as_pair",
     "ceil_div",
     "check_mask",
+    "crop_to_ceil_grid",
     "downsample_mask",
     "output_size",
     "slice_mask",
@@ -106,6 +107,12 @@ def slice_mask(mask: Tensor, stride: List[int]) -> Tensor:
     if mask.dim() == 3:
         return mask[:, :: stride[0], :: stride[1]]
     return mask[:, :, :: stride[0], :: stride[1]]
+
+
+def crop_to_ceil_grid(x: Tensor, height: int, width: int, stride: List[int]) -> Tensor:
+    """``x [N, C, h, w]`` cropped to the ceil grid ``[N, C, ceil(H/sh), ceil(W/sw)]`` of an ``height x width``
+    input (layers that pad past it, as CRNN's pools or a padded timm input, leave extra rows and columns)."""
+    return x[:, :, : (height + stride[0] - 1) // stride[0], : (width + stride[1] - 1) // stride[1]]
 
 
 def downsample_mask(mask: Tensor, stride: Pair) -> Tensor:

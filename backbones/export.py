@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Backbone
+from .meta import eval_mode
 
 __all__ = ["ExportCheck", "check_onnx", "export_onnx"]
 
@@ -108,10 +109,8 @@ def export_onnx(
         free = torch.export.Dim.DYNAMIC
         image_dims = {0: free, 2: free, 3: free}
         dynamic_shapes = (image_dims, {0: free, 1: free, 2: free}) if masked else (image_dims,)
-    was_training = encoder.training
-    encoder.eval()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with eval_mode(encoder), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 encoder, example, str(path), dynamo=True, dynamic_shapes=dynamic_shapes, opset_version=opset,
@@ -119,8 +118,6 @@ def export_onnx(
             )  # fmt: skip
     except Exception as error:
         raise ValueError(f"{type(backbone).__name__} cannot be exported to ONNX: {_first_line(error)}") from error
-    finally:
-        encoder.train(was_training)
     import onnx
 
     onnx.checker.check_model(str(path), full_check=True)
@@ -181,10 +178,8 @@ def check_onnx(
     options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     generator = torch.Generator().manual_seed(0)
-    was_training = encoder.training
-    encoder.eval()
     checks = []
-    try:
+    with eval_mode(encoder):
         for height, width in sizes:
             x = torch.randn(batch, backbone.in_channels, height, width, generator=generator)
             feeds: Dict[str, np.ndarray] = {"image": x.numpy()}
@@ -219,6 +214,4 @@ def check_onnx(
                     masks_equal=bool((got[-1] == expected_mask.numpy()).all()) if masked else True,
                 )
             )
-    finally:
-        encoder.train(was_training)
     return checks

@@ -6,14 +6,15 @@ resolver's probes and the test kit. Nothing here copies or changes a weight.
 
 from __future__ import annotations
 
+import contextlib
 from itertools import chain
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "is_meta", "meta_call"]
+__all__ = ["count_flops", "eval_mode", "is_meta", "meta_call"]
 
 
 class _Call(nn.Module):
@@ -24,6 +25,17 @@ class _Call(nn.Module):
 
     def forward(self, *args: Any) -> Any:
         return getattr(self.module, self.method)(*args)
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode for the block, then back in the mode it had (a Backbone re-applies its freezing)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def is_meta(module: nn.Module) -> bool:
@@ -44,12 +56,7 @@ def meta_call(module: nn.Module, method: str, *args: Any) -> Any:
 
 def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     """FLOPs (multiply and add counted separately, as ``torch.utils.flop_counter``) of one eval forward."""
-    was_training = model.training
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with counter:
-            meta_call(model, "forward", torch.empty(tuple(input_shape), device="meta"))
-    finally:
-        model.train(was_training)
+    counter = FlopCounterMode(display=False)
+    with eval_mode(model), counter:
+        meta_call(model, "forward", torch.empty(tuple(input_shape), device="meta"))
     return counter.get_total_flops()

@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .base import Backbone
 from .build import build_backbone
 from .contract import Pair, output_size
-from .meta import count_flops, meta_call
+from .meta import count_flops, eval_mode, meta_call
 from .registry import get_entry
 
 __all__ = ["BackboneReport", "StageReport", "build_on_meta", "count_flops", "describe"]
@@ -71,16 +71,12 @@ def describe(
     model: Backbone, input_shape: Sequence[int], name: str = "", options: Dict[str, Any] | None = None
 ) -> BackboneReport:
     """Per-stage shapes, output shapes, the contract's shapes, parameters and FLOPs for ``input_shape``."""
-    was_training = model.training
-    model.eval()
     x = torch.empty(tuple(input_shape), device="meta")
     counter = FlopCounterMode(display=False)
-    try:
+    with eval_mode(model):
         with counter:
             out = meta_call(model, "forward", x)
         stage_outputs = meta_call(model, "forward_stages", x)
-    finally:
-        model.train(was_training)
     outputs: List[torch.Tensor] = out if isinstance(out, list) else [out]
     n, _, h, w = input_shape
     stages = tuple(

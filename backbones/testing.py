@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .contract import output_size
-from .meta import meta_call
+from .meta import eval_mode, meta_call
 
 __all__ = ["assert_contract", "assert_swappable", "odd_sizes", "output_shapes"]
 
@@ -35,13 +35,8 @@ def output_shapes(model: nn.Module, input_shape: Sequence[int], device: Optional
     real forward.
     """
     x = torch.zeros(tuple(input_shape), device=device or "meta")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = meta_call(model, "forward", x) if device is None else model(x)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        out = meta_call(model, "forward", x) if device is None else model(x)
     return [tuple(o.shape) for o in (out if isinstance(out, (list, tuple)) else [out])]
 
 

@@ -23,9 +23,9 @@ from torch import Tensor
 
 from ..base import Backbone, Stages
 from ..config import BackboneConfig
-from ..contract import FeatureInfo, Pair, ceil_div
+from ..contract import FeatureInfo, Pair, ceil_div, crop_to_ceil_grid
 from ..loading import LoadReport, WeightsMismatchError, load_weights
-from ..meta import meta_call
+from ..meta import eval_mode, meta_call
 from ..registry import BackboneEntry, UnknownBackboneError, register_namespace
 from ..sources import TimmWeights
 from .timm_surgery import find_downsamplers, remove_stride
@@ -117,13 +117,9 @@ class TimmBackbone(Backbone):
             stages.append(FeatureInfo(f"level{i}", i, channels[i], strides[i], (dilation, dilation), groups[i]))
         self.level_strides: List[List[int]] = [[sh, sw] for sh, sw in strides[: last + 1]]
         self.nhwc: bool = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")  # Swin's levels
-        was_training = self.body.training
-        self.body.eval()  # probes in eval mode: BatchNorm in training refuses a 1x1 map
-        try:
+        with eval_mode(self.body):  # BatchNorm in training refuses a 1x1 map
             self.align: List[int] = self._probe_alignment()
-            self.min_input_size = self._probe_min_size()
-        finally:
-            self.body.train(was_training)
+            self.min_input_size = self._probe_min_size(self.align)
         return Stages(stages, num_stages)
 
     def _remove_strides(self, config: BackboneConfig, native: List[int], last: int) -> List[Pair]:
@@ -204,9 +200,8 @@ class TimmBackbone(Backbone):
             problem = ""
             for height, width in sizes:
                 x = torch.empty(1, self.in_channels, height, width, device="meta")
-                self.align = align
                 try:
-                    outputs = self._levels(meta_call(self.body, "forward", self._pad(x, align)), height, width)
+                    outputs = self._levels(meta_call(self.body, "forward", self._pad(x, align)), height, width, align)
                 except (RuntimeError, AssertionError, ValueError) as error:
                     problem = problem or f"at {height}x{width}: {type(error).__name__}: {str(error)[:200]}"
                     continue
@@ -218,7 +213,7 @@ class TimmBackbone(Backbone):
                 return align
         raise ValueError(f"timm:{self.model_name} does not give the ceil(H/sh) x ceil(W/sw) grid: {problem}")
 
-    def _probe_min_size(self) -> int:
+    def _probe_min_size(self, align: List[int]) -> int:
         """The smallest side (1, then multiples of the deepest stride) at which the body runs: some attention
         layers (PVT's spatial reduction) need a few cells at the deepest level."""
         deepest = max(max(stride) for stride in self.level_strides)
@@ -226,7 +221,7 @@ class TimmBackbone(Backbone):
             try:
                 for height, width in ((size, size), (size + 1, size + 3)):
                     x = torch.empty(1, self.in_channels, height, width, device="meta")
-                    meta_call(self.body, "forward", self._pad(x, self.align))
+                    meta_call(self.body, "forward", self._pad(x, align))
                 return size
             except (RuntimeError, AssertionError, ValueError):
                 continue
@@ -240,24 +235,19 @@ class TimmBackbone(Backbone):
         pad_w = (align[1] - x.shape[3] % align[1]) % align[1]
         return F.pad(x, (0, pad_w, 0, pad_h))
 
-    def _crop(self, outputs: List[Tensor], height: int, width: int) -> List[Tensor]:
-        cropped: List[Tensor] = []
-        for output, stride in zip(outputs, self.level_strides):
-            cropped.append(
-                output[:, :, : (height + stride[0] - 1) // stride[0], : (width + stride[1] - 1) // stride[1]]
-            )
-        return cropped
-
     def forward_stages(self, x: Tensor) -> List[Tensor]:
-        return self._levels(self.body(self._pad(x, self.align)), x.shape[2], x.shape[3])
+        return self._levels(self.body(self._pad(x, self.align)), x.shape[2], x.shape[3], self.align)
 
-    def _levels(self, outputs: List[Tensor], height: int, width: int) -> List[Tensor]:
+    def _levels(self, outputs: List[Tensor], height: int, width: int, align: List[int]) -> List[Tensor]:
         """timm's level outputs as ``[N, C, h, w]`` on the ceil grid (Swin's NHWC permuted, padding cropped)."""
         if self.nhwc:
             outputs = [output.permute(0, 3, 1, 2) for output in outputs]
-        if self.align[0] == 1 and self.align[1] == 1:
+        if align[0] == 1 and align[1] == 1:
             return outputs
-        return self._crop(outputs, height, width)
+        cropped: List[Tensor] = []
+        for output, stride in zip(outputs, self.level_strides):
+            cropped.append(crop_to_ceil_grid(output, height, width, stride))
+        return cropped
 
     def load_pretrained(
         self, state: Mapping[str, Tensor], source: str, reference_keys: Optional[List[str]] = None
