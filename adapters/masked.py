@@ -17,7 +17,8 @@ class MaskedEncoder(nn.Module):
 
     ``forward(x [N, C, H, W], mask) -> (feature [N, C_out, h, w], mask on the [h, w] grid)`` where the
     mask is bool/long ``[N, H, W]`` (True = padding) or float ``[N, 1, H, W]`` (1 = valid) and comes
-    back in the same dtype and layout, equal to ``mask[..., ::sh, ::sw]``.
+    back in the same dtype and layout, equal to ``mask[..., ::sh, ::sw]``. The mask also reaches the encoder, whose
+    attention ignores the padding where it ``attends_to_mask`` (timm's ViT, DeiT, EVA).
     """
 
     __jit_unused_properties__ = ["out_channels"]
@@ -40,7 +41,7 @@ class MaskedEncoder(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
         check_mask(mask, x)
-        feature = self.encoder(x)
+        feature = self.encoder(x, mask)
         if not isinstance(feature, Tensor):  # narrows the encoder's Union return for TorchScript
             raise TypeError("encoder must return a single tensor")
         return feature, slice_mask(mask, self.stride)

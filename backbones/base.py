@@ -80,6 +80,8 @@ class Backbone(nn.Module):
         feature_info: one :class:`FeatureInfo` per built stage (index 0 = stem), native channels.
         output_info: one :class:`FeatureInfo` per output, with the channels after the adapter.
         pretrained_report: what the last weight load did (``None`` until weights are loaded).
+        attends_to_mask: whether a padding mask passed to ``forward`` reaches attention layers (timm's ViT,
+            DeiT and EVA); other backbones compute the same features with or without it.
     """
 
     __jit_unused_properties__ = ["out_channels", "output_stride", "multi_output"]
@@ -124,7 +126,7 @@ class Backbone(nn.Module):
         self.dropout = nn.Dropout(rate) if rate > 0 else nn.Identity()
         for info in self.feature_info[: self.frozen_stages + 1]:
             for name in info.modules:
-                self.get_submodule(name).requires_grad_(False)
+                self._stage_member(name).requires_grad_(False)
         # follows .to(dtype) / .half() like the weights; not in the state dict
         self.register_buffer("weights_dtype", torch.empty(0), persistent=False)
         key = _verification_key(type(self), config, options)
@@ -142,6 +144,10 @@ class Backbone(nn.Module):
     def forward_stages(self, x: Tensor) -> List[Tensor]:
         """Outputs of stage 0 (stem) through the last built stage, ``[N, C_i, H_i, W_i]`` each."""
         raise NotImplementedError
+
+    def forward_stages_masked(self, x: Tensor, mask: Tensor) -> List[Tensor]:
+        """``forward_stages`` with a checked padding mask of ``x`` (families with attention override it)."""
+        return self.forward_stages(x)
 
     def checkpoint_key(self, key: str) -> Optional[str]:
         """This model's name for a key of a foreign checkpoint layout; ``None`` drops it (a classifier head)."""
@@ -176,6 +182,13 @@ class Backbone(nn.Module):
         self.adapters = nn.ModuleList(adapters)
         self.output_info: Tuple[FeatureInfo, ...] = tuple(outputs)
 
+    def _stage_member(self, name: str) -> Union[nn.Module, nn.Parameter]:
+        """A name of ``FeatureInfo.modules``: a submodule, or a parameter held directly by one (a ViT's tokens)."""
+        try:
+            return self.get_submodule(name)
+        except AttributeError:
+            return self.get_parameter(name)
+
     def _probe_size(self) -> Pair:
         """An odd input size (not a multiple of the deepest stride on either axis) for checks on one input."""
         deepest = self.feature_info[-1].stride
@@ -197,10 +210,17 @@ class Backbone(nn.Module):
                 )
 
     # -- the contract -------------------------------------------------------------------------------
-    def forward(self, x: Tensor) -> Union[Tensor, List[Tensor]]:
-        """``[N, in_channels, H, W]`` -> ``[N, out_channels, ceil(H/sh), ceil(W/sw)]`` (a list with out_indices)."""
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Union[Tensor, List[Tensor]]:
+        """``[N, in_channels, H, W]`` -> ``[N, out_channels, ceil(H/sh), ceil(W/sw)]`` (a list with out_indices).
+
+        ``mask``: an optional padding mask of ``x`` (bool ``[N, H, W]``, True = padding, or float ``[N, 1, H, W]``,
+        1 = valid); where ``attends_to_mask``, attention ignores the padded positions.
+        """
         self._check_input(x)
-        stages = self.forward_stages(x)
+        if mask is None:
+            stages = self.forward_stages(x)
+        else:
+            stages = self.forward_stages_masked(x, contract.check_mask(mask, x))
         outputs: List[Tensor] = []
         for i, adapter in enumerate(self.adapters):
             outputs.append(adapter(self.dropout(stages[self.out_indices[i]])))
@@ -270,15 +290,20 @@ class Backbone(nn.Module):
 
     def train(self, mode: bool = True) -> Backbone:
         super().train(mode)
-        for info in self.feature_info[: self.frozen_stages + 1]:
-            for name in info.modules:
-                self.get_submodule(name).eval()
+        stage_modules = [
+            (i, member)
+            for i, info in enumerate(self.feature_info)
+            for member in map(self._stage_member, info.modules)
+            if isinstance(member, nn.Module)
+        ]
+        for i, module in stage_modules:
+            if i <= self.frozen_stages:
+                module.eval()
         if mode and self.norm_eval:
-            for info in self.feature_info:
-                for name in info.modules:
-                    for module in self.get_submodule(name).modules():
-                        if isinstance(module, _BatchNorm):
-                            module.eval()
+            for _, stage_module in stage_modules:
+                for module in stage_module.modules():
+                    if isinstance(module, _BatchNorm):
+                        module.eval()
         return self
 
     def fuse(self) -> Backbone:

@@ -44,7 +44,7 @@ class FeatureInfo:
         channels: channels of the feature map.
         stride: ``(sh, sw)``, the total downsampling from the input image.
         dilation: ``(dh, dw)`` dilation of the stage's 3x3 convolutions (1 unless ``dilate=True``).
-        modules: names of the submodules that make up the stage (for freezing and weight mapping).
+        modules: names of the submodules (or parameters) that make up the stage (for freezing and weight mapping).
     """
 
     name: str
@@ -107,6 +107,15 @@ def slice_mask(mask: Tensor, stride: List[int]) -> Tensor:
     if mask.dim() == 3:
         return mask[:, :: stride[0], :: stride[1]]
     return mask[:, :, :: stride[0], :: stride[1]]
+
+
+def padding_on_grid(mask: Tensor, stride: List[int]) -> Tensor:
+    """A checked mask in either convention as bool ``[N, ceil(H/sh), ceil(W/sw)]``, True = padding (the cells of
+    ``mask[..., ::sh, ::sw]``)."""
+    grid = slice_mask(mask, stride)
+    if grid.dim() == 4:
+        return grid[:, 0] < 0.5  # float, 1 = valid
+    return grid != 0
 
 
 def crop_to_ceil_grid(x: Tensor, height: int, width: int, stride: List[int]) -> Tensor:

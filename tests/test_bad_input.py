@@ -82,7 +82,7 @@ BUILD = [
     ("nowhere:resnet18", {}, KeyError, "unknown namespace 'nowhere:' in 'nowhere:resnet18'; namespaces: timm:"),
     ("timm:resnet_18", {}, KeyError, "unknown timm model 'resnet_18'; did you mean"),
     ("timm:resnet18", {"strides": (1, 1, 2)}, ValueError, "strides must be a sequence of 4 per-stage strides"),
-    ("timm:resnet18", {"output_stride": (16, 8), "dilate": True}, ValueError, "timm dilates isotropically"),
+    ("timm:resnet18", {"output_stride": (16, 8), "strides": (2, 2, 2, 1)}, ValueError, "pass only one of them"),
     ("timm:vit_tiny_patch16_224", {"output_stride": 8}, ValueError, "is a vision transformer: its stride is the patch"),
     ("timm:resnet18", {"no_such_timm_option": 1}, ValueError, "timm:resnet18 does not accept"),
     (None, {}, TypeError, "name must be a string such as 'resnet50'"),

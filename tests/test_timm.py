@@ -63,8 +63,6 @@ def test_output_stride_by_dilation():
 @pytest.mark.parametrize(
     "options, message",
     [
-        (dict(output_stride=(16, 8), dilate=True), "with dilate=True for timm:resnet18: timm dilates isotropically"),
-        (dict(strides=(1, 1, 2, 2), dilate=True), "strides=... with dilate=True is not available for timm:resnet18"),
         (dict(output_stride=64), "output_stride must be one of 2, 4, 8, 16, 32"),
         (dict(strides=(1, 3, 2, 2)), "strides[1] must be 1 or 2 in each dimension"),
     ],
@@ -117,7 +115,56 @@ def test_vision_transformers_take_any_size_and_keep_their_patch_stride():
         assert vit(torch.randn(1, 3, 37, 101)).shape == (1, 32, 3, 7)
     assert_contract(build_on_meta("timm:swin_tiny_patch4_window7_224"), SIZES[:3])
     with pytest.raises(ValueError, match="does not give the ceil"):
-        build_on_meta("timm:efficientformerv2_s0")  # attention sized for 224x224: refused at build, by name
+        build_on_meta("timm:inception_v3")  # valid (unpadded) convs shrink every level: refused at build, by name
+
+
+def test_models_made_for_one_size_pad_to_it_and_name_the_limit():
+    """EfficientFormerV2's attention biases are sized for 224x224: smaller inputs are padded to it, larger ones are
+    a ValueError that names the limit; timm's img_size= moves it."""
+    encoder = build_on_meta("timm:efficientformerv2_s0")
+    assert encoder.max_input_size == [224, 224] and encoder.min_input_size == 1
+    assert_contract(encoder, [(17, 31), (224, 224), (100, 3)])
+    with pytest.raises(ValueError, match=r"works at one input size, 224x224 .* got shape \[1, 3, 225, 64\]; build it"):
+        encoder(torch.empty(1, 3, 225, 64, device="meta"))
+    wide = build_on_meta("timm:efficientformerv2_s0", img_size=(64, 448))
+    assert wide.max_input_size == [64, 448]
+    assert_contract(wide, [(64, 448), (33, 300)])
+    assert build_on_meta("timm:maxvit_tiny_tf_224").max_input_size is None  # windows: any multiple of 224 runs
+
+
+def test_vit_blocks_are_levels_and_attention_ignores_padding():
+    """Every block is a level; with a mask, the patches whose first pixel is padding are masked out of attention:
+    what lies in the padding no longer changes the valid cells (it does without the mask)."""
+    vit = build_backbone("timm:vit_tiny_patch16_224", out_indices=(3, 11)).eval()
+    last_block = MaskedEncoder(build_backbone("timm:vit_tiny_patch16_224").eval())
+    last_block.encoder.body.load_state_dict(vit.body.state_dict())
+    assert [info.name for info in vit.feature_info] == [f"block{i}" for i in range(12)] and vit.attends_to_mask
+    torch.manual_seed(0)
+    zeros, noise = torch.zeros(2, 3, 64, 96), torch.randn(2, 3, 64, 96) * 3
+    zeros[:, :, :32, :48] = noise[:, :, :32, :48] = torch.randn(2, 3, 32, 48)
+    mask = torch.ones(2, 64, 96, dtype=torch.bool)
+    mask[:, :32, :48] = False
+    with torch.no_grad():
+        masked = [vit(x, mask)[1][:, :, :2, :3] for x in (zeros, noise)]
+        plain = [vit(x)[1][:, :, :2, :3] for x in (zeros, noise)]
+        assert torch.allclose(vit(zeros, torch.zeros_like(mask))[0], vit(zeros)[0], atol=1e-6)
+        feature, small = last_block(noise, (~mask).float()[:, None])  # float mask, 1 = valid
+    scale = plain[0].abs().max()
+    assert (masked[0] - masked[1]).abs().max() <= 1e-5 * scale  # padding content does not reach the valid cells
+    assert (plain[0] - plain[1]).abs().max() > 1e-2 * scale
+    assert small.shape == (2, 1, 4, 6) and feature.shape == (2, 192, 4, 6)
+    assert torch.allclose(feature[:, :, :2, :3], vit(zeros, mask)[1][:, :, :2, :3], atol=1e-5 * float(scale))
+    assert not build_on_meta("timm:resnet18").attends_to_mask
+
+
+def test_vit_frozen_stages_freeze_the_embeddings_and_the_first_blocks():
+    vit = build_on_meta("timm:vit_tiny_patch16_224", frozen_stages=1)
+    frozen = {name for name, parameter in vit.named_parameters() if not parameter.requires_grad}
+    assert {"body.model.cls_token", "body.model.pos_embed", "body.model.patch_embed.proj.weight"} <= frozen
+    assert {name.split(".")[3] for name in frozen if name.startswith("body.model.blocks.")} == {"0", "1"}
+    assert "body.model.blocks.2.attn.qkv.weight" not in frozen
+    vit.train()
+    assert not vit.body.model.blocks[1].training and vit.body.model.blocks[2].training
 
 
 def test_coverage_script_on_a_subset(capsys):
@@ -137,9 +184,65 @@ def test_coverage_script_on_a_subset(capsys):
     assert rows["vit_tiny_patch16_224"]["os32x4"]["verdict"] == "REFUSED"
 
 
-def test_models_without_output_stride_or_features_say_so():
-    with pytest.raises(ValueError, match=r"timm:densenet121 does not accept .*output_stride=16"):
-        build_backbone("timm:densenet121", output_stride=16, dilate=True)
+def test_generic_dilation_equals_timms_own_route():
+    """strides= with dilate=True takes the generic route; on resnet18 it must compute what timm's output_stride does
+    (same weights, same input; 1e-5 of the output's scale)."""
+    x = torch.randn(1, 3, 45, 61)
+    for strides, output_stride in (((2, 2, 2, 1), 16), ((2, 2, 1, 1), 8)):
+        ours = build_backbone("timm:resnet18", strides=strides, dilate=True, out_indices=(0, 1, 2, 3, 4)).eval()
+        reference = timm.create_model("resnet18", features_only=True, output_stride=output_stride).eval()
+        reference.load_state_dict(ours.body.state_dict())
+        assert [info.dilation for info in ours.feature_info][-1] == (32 // output_stride,) * 2
+        with torch.no_grad():
+            for mine, theirs in zip(ours(x), reference(x)):
+                assert mine.shape == theirs.shape
+                assert (mine - theirs).abs().max() <= 1e-5 * theirs.abs().max()
+
+
+def test_generic_dilation_for_models_timm_cannot_dilate():
+    densenet = build_on_meta("timm:densenet121", output_stride=(32, 8), dilate=True)
+    assert [info.dilation for info in densenet.feature_info] == [(1, 1), (1, 1), (1, 1), (1, 2), (1, 4)]
+    convs = dict(densenet.body.named_modules())
+    dilations = [convs[f"features_denseblock{i}.denselayer1.conv2"].dilation for i in (1, 2, 3, 4)]
+    assert dilations == [(1, 1), (1, 1), (1, 2), (1, 4)]
+    assert convs["features_denseblock4.denselayer1.conv2"].padding == (1, 4)
+    assert_contract(densenet, SIZES[:3])
+    with pytest.raises(
+        ValueError, match=r"swin_tiny_patch4_window7_224 cannot be dilated: layers_3.blocks.0 .*windows"
+    ):
+        build_on_meta("timm:swin_tiny_patch4_window7_224", output_stride=16, dilate=True)
+
+
+def test_dilation_refuses_a_conv_that_does_not_keep_the_size():
+    from backbones.families.timm_surgery import LayerTrace, dilate_convs
+
+    valid = torch.nn.Conv2d(4, 4, 3)
+    trace = LayerTrace({}, [("body.3", valid, 32)], [("body.3", valid)])
+    with pytest.raises(ValueError, match=r"timm:m cannot be dilated: body.3 \(a 3x3 conv with padding \(0, 0\)\)"):
+        dilate_convs(trace, [4, 8, 16, 32], [(4, 4), (8, 8), (16, 16), (16, 16)], {}, "m")
+    assert valid.dilation == (1, 1)
+
+
+def test_swin_patch_merging_with_strides_removed():
+    """Swin's patch merging (a Linear over 2x2 neighbours) keeps timm's result at stride 2 and runs at stride 1."""
+    from timm.models.swin_transformer import PatchMerging
+
+    from backbones.families.timm_surgery import StridedPatchMerging
+
+    merging, x = PatchMerging(8).eval(), torch.randn(2, 7, 9, 8)
+    with torch.no_grad():
+        reference = merging(x)
+        merging.__class__, merging.merge_stride = StridedPatchMerging, (2, 2)
+        assert torch.equal(merging(x), reference)
+        merging.merge_stride = (1, 2)
+        assert merging(x).shape == (2, 7, 5, 16)
+    swin = build_backbone("timm:swin_tiny_patch4_window7_224", output_stride=(32, 8), out_channels=16).eval()
+    assert [info.stride for info in swin.feature_info] == [(4, 4), (8, 8), (16, 8), (32, 8)]
+    with torch.no_grad():
+        assert swin(torch.randn(1, 3, 37, 101)).shape == (1, 16, 2, 13)
+
+
+def test_models_without_features_say_so():
     with pytest.raises(KeyError, match="unknown timm model 'resnet_18'; did you mean"):
         build_backbone("timm:resnet_18")
 

@@ -3,8 +3,9 @@
 This module registers the ``timm`` namespace: ``get_entry("timm:convnext_atto")`` resolves through it,
 ``list_backbones("timm:conv*")`` lists timm's names. Stages are timm's feature levels (``feature_info``):
 stage 0 is the first level (timm's ResNets report their stem activation at /2, ConvNeXts their first
-stage at /4), the last level is the default output. ``output_stride`` is passed to timm, which reaches it
-by dilation, so it needs ``dilate=True``; ``strides=`` is not available. Models whose own size arithmetic
+stage at /4), the last level is the default output. ``output_stride`` and ``strides=`` work as for every family:
+the removed strides are taken out of the model by surgery (``timm_surgery``), or turned into dilation with
+``dilate=True`` (timm's ``output_stride`` where the model has one). Models whose own size arithmetic
 rounds down (patchify stems, floor pooling) get their input zero-padded on the bottom and right to a
 multiple of the deepest stride and each level cropped to ``ceil(H / stride)`` rows and columns (the last
 ones are the partial, padded windows that ceil rounding means); models that already round up run
@@ -15,6 +16,7 @@ meta device.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
@@ -23,33 +25,23 @@ from torch import Tensor
 
 from ..base import Backbone, Stages
 from ..config import BackboneConfig
-from ..contract import FeatureInfo, Pair, ceil_div, crop_to_ceil_grid
+from ..contract import FeatureInfo, Pair, ceil_div, crop_to_ceil_grid, padding_on_grid
 from ..loading import LoadReport, WeightsMismatchError, load_weights
 from ..meta import eval_mode, meta_call
 from ..registry import BackboneEntry, UnknownBackboneError, register_namespace
 from ..sources import TimmWeights
-from .timm_surgery import find_downsamplers, remove_stride
+from .timm_surgery import dilate_convs, remove_stride, trace_layers
 
 __all__ = ["TimmBackbone"]
 
 
-def _dilated_output_stride(name: str, config: BackboneConfig) -> Optional[int]:
-    """The ``output_stride`` for timm's own dilation route (``dilate=True``), or ``None`` for stride surgery."""
-    if not config.dilate or config.output_stride is None:
-        if config.dilate and config.strides is not None:
-            raise ValueError(
-                f"strides=... with dilate=True is not available for timm:{name}: timm dilates by one output_stride; "
-                f"pass output_stride=N, dilate=True, or strides=... without dilate"
-            )
-        return None
+def _timm_output_stride(config: BackboneConfig) -> Optional[int]:
+    """The isotropic ``output_stride`` that timm's own dilation route can take, or ``None``."""
     stride = config.output_stride
+    if not config.dilate or stride is None or config.strides is not None:
+        return None
     if isinstance(stride, (tuple, list)):
-        if len(stride) != 2 or stride[0] != stride[1]:
-            raise ValueError(
-                f"output_stride={stride!r} with dilate=True for timm:{name}: timm dilates isotropically; pass one int, "
-                f"or drop dilate=True for anisotropic strides (the strides are then removed, not dilated)"
-            )
-        stride = stride[0]
+        return int(stride[0]) if len(stride) == 2 and stride[0] == stride[1] else None
     return int(stride)
 
 
@@ -57,7 +49,8 @@ class TimmBackbone(Backbone):
     """A timm ``features_only`` model: ``[N, C_in, H, W] -> [N, C, ceil(H/sh), ceil(W/sw)]``.
 
     ``output_stride`` (int or ``(sh, sw)``) and ``strides=`` remove the last levels' downsampling by stride surgery
-    (see ``timm_surgery``); with ``dilate=True`` timm's own dilation reaches an isotropic ``output_stride``.
+    (see ``timm_surgery``). With ``dilate=True`` the removed strides become dilation: timm's own route where the
+    model takes an ``output_stride`` (isotropic), the generic dilation of ``timm_surgery`` otherwise.
 
     ``fuse()`` folds timm's conv/bn pairs by their usual names (and ``ConvNormAct`` chains); what it folds is
     checked on a probe input, and a model whose names mislead is restored and refused.
@@ -77,46 +70,48 @@ class TimmBackbone(Backbone):
         import timm
 
         self.model_name = model_name
-        output_stride = _dilated_output_stride(model_name, config)
+        timm_stride = _timm_output_stride(config)
         kwargs: Dict[str, Any] = dict(features_only=True, in_chans=self.in_channels, **timm_kwargs)
         probe = self._create_on_meta(kwargs)
-        if type(probe).__name__ == "FeatureGetterNet" and "dynamic_img_size" not in kwargs:
-            probe, kwargs = self._with_options(probe, kwargs, dynamic_img_size=True, dynamic_img_pad=True)  # ViTs
+        getter = type(probe).__name__ == "FeatureGetterNet"  # ViT-like: every block is a level
+        if getter and "out_indices" not in kwargs:
+            kwargs["out_indices"] = tuple(range(len(probe.model.feature_info)))
+            probe = self._create_on_meta(kwargs)
+        if getter and "dynamic_img_size" not in kwargs:
+            probe, kwargs = self._with_options(probe, kwargs, dynamic_img_size=True, dynamic_img_pad=True)
         elif getattr(getattr(probe, "patch_embed", None), "strict_img_size", False) and "strict_img_size" not in kwargs:
             probe, kwargs = self._with_options(probe, kwargs, strict_img_size=False)  # Swin: sizes other than 224
         native = probe.feature_info.reduction()
-        if type(probe).__name__ == "FeatureGetterNet" and (config.output_stride or config.strides) is not None:
+        if getter and (config.output_stride or config.strides) is not None:
             if config.output_stride != native[-1] or config.strides is not None:
                 raise ValueError(
                     f"timm:{model_name} is a vision transformer: its stride is the patch ({native[-1]}), which "
                     f"output_stride and strides cannot change; got output_stride={config.output_stride!r}, "
                     f"strides={config.strides!r}"
                 )
-        if output_stride is not None:
-            kwargs["output_stride"] = output_stride
-            probe = self._create_on_meta(kwargs)
-        num_stages = len(probe.feature_info.reduction()) - 1  # the selected levels (all of a ViT's blocks are listed)
+        if timm_stride is not None:
+            probe, kwargs, timm_stride = self._with_output_stride(probe, kwargs, timm_stride)
+        num_stages = len(probe.feature_info.reduction()) - 1
         last = config.last_stage(num_stages)
-        kwargs["out_indices"] = tuple(probe.feature_info.out_indices[: last + 1])  # blocks for ViTs, levels else
+        kwargs["out_indices"] = tuple(probe.feature_info.out_indices[: last + 1])
         self._timm_kwargs = kwargs
         self.body = timm.create_model(model_name, **kwargs)
         channels = self.body.feature_info.channels()
         reductions = self.body.feature_info.reduction()
-        if output_stride is not None and reductions[-1] != output_stride and last == num_stages:
-            raise ValueError(
-                f"timm:{model_name} does not support output_stride={output_stride} (its deepest level stays "
-                f"at /{reductions[-1]}); build it without output_stride"
-            )
         strides = [(r, r) for r in reductions]
-        if output_stride is None and (config.output_stride is not None or config.strides is not None):
+        if timm_stride is None and (config.output_stride is not None or config.strides is not None):
             strides = self._remove_strides(config, native, last)
         groups = self._stage_modules(last, config.frozen_stages)
         stages = []
         for i in range(last + 1):
-            dilation = max(native[i] // reductions[i], 1)
-            stages.append(FeatureInfo(f"level{i}", i, channels[i], strides[i], (dilation, dilation), groups[i]))
+            dilation = (native[i] // strides[i][0], native[i] // strides[i][1]) if config.dilate else (1, 1)
+            name = f"block{i}" if getter else f"level{i}"
+            stages.append(FeatureInfo(name, i, channels[i], strides[i], dilation, groups[i]))
+        model = getattr(self.body, "model", None)
+        self.attends_to_mask = getter and "attn_mask" in inspect.signature(model.forward_intermediates).parameters
         self.level_strides: List[List[int]] = [[sh, sw] for sh, sw in strides[: last + 1]]
         self.nhwc: bool = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")  # Swin's levels
+        self.max_input_size: Optional[List[int]] = None
         with eval_mode(self.body):  # BatchNorm in training refuses a 1x1 map
             self.align: List[int] = self._probe_alignment()
             self.min_input_size = self._probe_min_size(self.align)
@@ -133,21 +128,45 @@ class TimmBackbone(Backbone):
         changes = [(index, axes) for index, axes in changes if any(axes)]
         if not changes:
             return [plan.stem_stride] + [stage.output_stride for stage in plan.stages]
+        made_for = self._made_for_size()
         try:
-            found = find_downsamplers(self.body, self.in_channels, native[: last + 1])
+            try:
+                trace = trace_layers(self.body, self.in_channels, native[: last + 1])
+            except (RuntimeError, AssertionError):
+                if made_for is None:
+                    raise
+                trace = trace_layers(self.body, self.in_channels, native[: last + 1], (made_for[0], made_for[1]))
         except (RuntimeError, AssertionError) as error:
             raise ValueError(
                 f"timm:{self.model_name} cannot be probed for its downsampling layers ({type(error).__name__}: "
                 f"{str(error)[:200]}); build it with its native strides"
             ) from error
+        removed: Dict[int, Tuple[bool, bool]] = {}
         for index, axes in changes:
-            if index not in found:
+            if index not in trace.downsamplers:
                 raise ValueError(
                     f"timm:{self.model_name} level {index}: no layer of it downsamples (its stride cannot be removed)"
                 )
-            for name, module, _ in found[index]:
+            removed.update((id(module), axes) for _, module, _ in trace.downsamplers[index])
+        strides = [plan.stem_stride] + [stage.output_stride for stage in plan.stages]
+        if config.dilate:
+            dilate_convs(trace, native, strides, removed, self.model_name)
+        for index, axes in changes:
+            for name, module, _ in trace.downsamplers[index]:
                 remove_stride(name, module, axes, self.model_name)
-        return [plan.stem_stride] + [stage.output_stride for stage in plan.stages]
+        return strides
+
+    def _with_output_stride(self, probe: Any, kwargs: Dict[str, Any], stride: int) -> Tuple[Any, Dict[str, Any], Any]:
+        """timm's own dilation to ``stride`` if the model has it (and reaches it); else ``stride`` becomes ``None``
+        and the generic dilation applies."""
+        extended = dict(kwargs, output_stride=stride)
+        try:
+            dilated = self._create_on_meta(extended)
+        except ValueError:
+            return probe, kwargs, None
+        if dilated.feature_info.reduction()[-1] != stride:
+            return probe, kwargs, None
+        return dilated, extended, stride
 
     def _with_options(self, probe: Any, kwargs: Dict[str, Any], **options: Any) -> Tuple[Any, Dict[str, Any]]:
         """The probe rebuilt with ``options`` (timm's size options), or as it was if the model refuses them."""
@@ -171,7 +190,14 @@ class TimmBackbone(Backbone):
             raise ValueError(f"timm:{self.model_name} does not accept {options} ({detail})") from error
 
     def _stage_modules(self, last: int, frozen_stages: int) -> List[Tuple[str, ...]]:
-        """The body modules that compute each level (for ``frozen_stages`` and ``norm_eval``)."""
+        """The body modules that compute each level (for ``frozen_stages`` and ``norm_eval``); for a ViT, block
+        ``i``, and for block 0 also what comes before the blocks (patch embedding, class token, position embedding)."""
+        model = getattr(self.body, "model", None)
+        if model is not None and isinstance(getattr(model, "blocks", None), torch.nn.Sequential):
+            children = [name for name, _ in model.named_children()]
+            before = children[: children.index("blocks")] + [name for name, _ in model.named_parameters(recurse=False)]
+            first = tuple(f"body.model.{name}" for name in before) + ("body.model.blocks.0",)
+            return [first] + [(f"body.model.blocks.{i}",) for i in range(1, last + 1)]
         names = list(self.body.return_layers) if hasattr(self.body, "return_layers") else []
         children = [name for name, _ in self.body.named_children()]
         if len(names) != last + 1 or any(n not in children for n in names):
@@ -186,8 +212,10 @@ class TimmBackbone(Backbone):
         return groups
 
     def _probe_alignment(self) -> List[int]:
-        """``[1, 1]`` if the body's sizes already round up at every level, else the deepest stride per axis (the
-        input is then padded to its multiples and each level cropped). Raises a ValueError naming the level."""
+        """``[1, 1]`` if the body's sizes already round up at every level; else the deepest stride per axis (the
+        input is padded to its multiples and each level cropped); else, for a model made for one input size
+        (attention biases or windows sized for timm's ``img_size``), that size, and ``max_input_size`` is set where
+        twice it fails too. Raises a ValueError naming the level."""
         deepest = [max(s[0] for s in self.level_strides), max(s[1] for s in self.level_strides)]
         base = (4 * deepest[0], 4 * deepest[1])
         sizes = [
@@ -195,23 +223,60 @@ class TimmBackbone(Backbone):
             (base[0] + deepest[0] // 2 + 1, base[1] + deepest[1] // 2),
             base,
         ]
-        problem = ""
-        for align in ([1, 1], deepest):
-            problem = ""
-            for height, width in sizes:
-                x = torch.empty(1, self.in_channels, height, width, device="meta")
-                try:
-                    outputs = self._levels(meta_call(self.body, "forward", self._pad(x, align)), height, width, align)
-                except (RuntimeError, AssertionError, ValueError) as error:
-                    problem = problem or f"at {height}x{width}: {type(error).__name__}: {str(error)[:200]}"
-                    continue
-                for level, (output, stride) in enumerate(zip(outputs, self.level_strides)):
-                    wanted = (ceil_div(height, stride[0]), ceil_div(width, stride[1]))
-                    if tuple(output.shape[-2:]) != wanted and not problem:
-                        problem = f"level {level} gives {tuple(output.shape[-2:])} for {height}x{width}, not {wanted}"
-            if not problem:
-                return align
-        raise ValueError(f"timm:{self.model_name} does not give the ceil(H/sh) x ceil(W/sw) grid: {problem}")
+        candidates = [([1, 1], sizes), (deepest, sizes)]
+        made_for = self._made_for_size()
+        if made_for is not None:
+            height, width = made_for
+            candidates.append((made_for, [(height - 3, width - 5), (height // 2 + 1, width // 3 + 1), (height, width)]))
+        problems = [self._grid_problem(align, probe_sizes) for align, probe_sizes in candidates[:2]]
+        if not problems[0] or not problems[1]:
+            return candidates[0][0] if not problems[0] else deepest
+        if made_for is not None and not self._grid_problem(*candidates[2]):
+            if self._grid_problem(made_for, [(made_for[0] + 1, made_for[1] + 1)]):
+                self.max_input_size = made_for
+            return made_for
+        raise ValueError(f"timm:{self.model_name} does not give the ceil(H/sh) x ceil(W/sw) grid: {problems[1]}")
+
+    def _grid_problem(self, align: List[int], sizes: List[Tuple[int, int]]) -> str:
+        """Why the body padded to ``align`` misses the ceil grid at one of ``sizes`` (``""``: it does not)."""
+        for height, width in sizes:
+            x = torch.empty(1, self.in_channels, height, width, device="meta")
+            try:
+                outputs = self._levels(meta_call(self.body, "forward", self._pad(x, align)), height, width, align)
+            except (RuntimeError, AssertionError, ValueError) as error:
+                return f"at {height}x{width}: {type(error).__name__}: {str(error)[:200]}"
+            for level, (output, stride) in enumerate(zip(outputs, self.level_strides)):
+                wanted = (ceil_div(height, stride[0]), ceil_div(width, stride[1]))
+                if tuple(output.shape[-2:]) != wanted:
+                    return f"level {level} gives {tuple(output.shape[-2:])} for {height}x{width}, not {wanted}"
+        return ""
+
+    def _made_for_size(self) -> Optional[List[int]]:
+        """The input size the model was made for: ``img_size=`` if given, else timm's pretrained ``input_size``."""
+        size = self._timm_kwargs.get("img_size")
+        if size is None:
+            input_size = (getattr(self.body, "pretrained_cfg", None) or {}).get("input_size")
+            size = tuple(input_size[-2:]) if input_size else None
+        if size is None:
+            return None
+        return [size, size] if isinstance(size, int) else [int(size[0]), int(size[1])]
+
+    def _probe_size(self) -> Pair:
+        height, width = super()._probe_size()
+        if self.max_input_size is None:
+            return height, width
+        return min(height, self.max_input_size[0] - 1), min(width, self.max_input_size[1] - 1)
+
+    def _check_size(self, x: Tensor) -> None:
+        if self.max_input_size is not None and (
+            x.shape[2] > self.max_input_size[0] or x.shape[3] > self.max_input_size[1]
+        ):
+            height, width = self.max_input_size
+            raise ValueError(
+                f"timm:{self.model_name} works at one input size, {height}x{width} (smaller inputs are padded to it): "
+                f"input H must be <= {height} and W <= {width}, got shape {list(x.shape)}; build it with "
+                f"img_size=(H, W) for larger inputs"
+            )
 
     def _probe_min_size(self, align: List[int]) -> int:
         """The smallest side (1, then multiples of the deepest stride) at which the body runs: some attention
@@ -236,7 +301,28 @@ class TimmBackbone(Backbone):
         return F.pad(x, (0, pad_w, 0, pad_h))
 
     def forward_stages(self, x: Tensor) -> List[Tensor]:
+        self._check_size(x)
         return self._levels(self.body(self._pad(x, self.align)), x.shape[2], x.shape[3], self.align)
+
+    def forward_stages_masked(self, x: Tensor, mask: Tensor) -> List[Tensor]:
+        """The ViT forward with the patches whose first pixel is padding masked out of every attention (the
+        prefix tokens stay visible; an image that is all padding attends to everything)."""
+        if not self.attends_to_mask:
+            return self.forward_stages(x)
+        self._check_size(x)
+        model, patch = self.body.model, self.level_strides[-1]
+        keep = ~padding_on_grid(mask, patch).flatten(1)
+        keep = torch.cat([keep.new_ones(keep.shape[0], model.num_prefix_tokens), keep], dim=1)
+        keep = keep | ~keep.any(dim=1, keepdim=True)
+        outputs = model.forward_intermediates(
+            self._pad(x, self.align),
+            indices=self.body.out_indices,
+            norm=self.body.norm,
+            output_fmt=self.body.output_fmt,
+            intermediates_only=True,
+            attn_mask=keep[:, None, None, :],
+        )
+        return self._levels(outputs, x.shape[2], x.shape[3], self.align)
 
     def _levels(self, outputs: List[Tensor], height: int, width: int, align: List[int]) -> List[Tensor]:
         """timm's level outputs as ``[N, C, h, w]`` on the ceil grid (Swin's NHWC permuted, padding cropped)."""

@@ -7,11 +7,16 @@ belongs to. Removing a stride on an axis sets it to 1 there with the padding tha
 / 2`` on each side for odd kernels; for even kernels (ConvNeXt's 2x2/2 downsample) the conv pads the far edge
 instead (its class becomes :class:`EdgePaddedConv2d`, its parameters stay) and a pool's kernel becomes 1.
 Parameter shapes never change, so timm's state dicts and pretrained tags load as before.
+
+Dilation (``dilate=True`` where timm has no ``output_stride`` of its own) follows from the same trace: a conv that
+read its input at native stride ``s`` now reads it at ``s'``, so its dilation is multiplied by ``s / s'`` per axis
+(the downsampling conv keeps the dilation of the level before it, as in torchvision). Only stride-1 convs that keep
+their input's size are dilated; their padding grows to ``d * (k - 1) / 2``.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +25,27 @@ from torch import Tensor, nn
 from ..contract import Pair
 from ..meta import meta_call
 
-__all__ = ["EdgePaddedConv2d", "Downsampler", "find_downsamplers", "remove_stride"]
+__all__ = [
+    "EdgePaddedConv2d",
+    "StridedPatchMerging",
+    "Downsampler",
+    "LayerTrace",
+    "trace_layers",
+    "remove_stride",
+    "dilate_convs",
+]
 
 Downsampler = Tuple[str, nn.Module, Pair]  # name, module, its stride (sh, sw)
+
+
+class LayerTrace(NamedTuple):
+    """What one meta forward saw: the downsamplers by the level whose stride they make (0 = before the first
+    level), every conv in call order with the native stride of its input, and every module in the order its
+    forward began."""
+
+    downsamplers: Dict[int, List[Downsampler]]
+    convs: List[Tuple[str, nn.Conv2d, int]]
+    calls: List[Tuple[str, nn.Module]]
 
 
 class EdgePaddedConv2d(nn.Conv2d):
@@ -39,39 +62,152 @@ def _pair(value: object) -> Pair:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))  # type: ignore[index]
 
 
-def find_downsamplers(body: nn.Module, in_channels: int, level_strides: Sequence[int]) -> Dict[int, List[Downsampler]]:
-    """Leaf modules that shrink the map, by the feature level whose stride they make (0 = before the first level).
+def trace_layers(
+    body: nn.Module, in_channels: int, level_strides: Sequence[int], size: Optional[Pair] = None
+) -> LayerTrace:
+    """The leaf modules that shrink the map, by level, and the convs with their input's stride.
 
     Args:
         body: a timm ``features_only`` model.
         in_channels: its input channels.
         level_strides: each level's native stride (timm's ``feature_info.reduction()``).
+        size: the probe input, a multiple of the deepest stride (default 4x and 6x it).
     """
     deepest = max(level_strides)
-    size = (4 * deepest, 6 * deepest)
+    size = size or (4 * deepest, 6 * deepest)
     names = {id(module): name for name, module in body.named_modules()}
     found: Dict[int, List[Downsampler]] = {}
+    convs: Dict[int, Tuple[str, nn.Conv2d, int]] = {}
 
     def hook(module: nn.Module, inputs: Tuple, output: object) -> None:
-        if any(True for _ in module.children()) or not inputs or not isinstance(inputs[0], Tensor):
+        merging = _is_patch_merging(module)
+        if (any(True for _ in module.children()) and not merging) or isinstance(module, nn.Linear):
+            return  # a Linear on an NHWC map changes channels, not the grid
+        if not inputs or not isinstance(inputs[0], Tensor) or not isinstance(output, Tensor):
             return
-        if not isinstance(output, Tensor) or inputs[0].dim() != 4 or output.dim() != 4:
+        if inputs[0].dim() != 4 or output.dim() != 4:
             return
-        (h_in, w_in), (h_out, w_out) = inputs[0].shape[-2:], output.shape[-2:]
+        grid = slice(1, 3) if merging else slice(2, 4)  # Swin's patch merging works on [N, H, W, C]
+        (h_in, w_in), (h_out, w_out) = inputs[0].shape[grid], output.shape[grid]
+        stride_in = size[0] // h_in
+        if isinstance(module, nn.Conv2d) and h_in and id(module) not in convs:
+            convs[id(module)] = (names[id(module)], module, stride_in)
         if h_out >= h_in and w_out >= w_in:
             return
-        stride_in = size[0] // h_in
         level = sum(1 for s in level_strides if s <= stride_in)
         factor = (max(h_in // max(h_out, 1), 1), max(w_in // max(w_out, 1), 1))
         found.setdefault(level, []).append((names[id(module)], module, factor))
 
+    calls: Dict[int, Tuple[str, nn.Module]] = {}
+
+    def pre_hook(module: nn.Module, inputs: Tuple) -> None:
+        calls.setdefault(id(module), (names[id(module)], module))
+
     handles = [module.register_forward_hook(hook) for module in body.modules()]
+    handles += [module.register_forward_pre_hook(pre_hook) for module in body.modules()]
     try:
         meta_call(body.eval(), "forward", torch.empty(1, in_channels, *size, device="meta"))
     finally:
         for handle in handles:
             handle.remove()
-    return found
+    return LayerTrace(found, list(convs.values()), list(calls.values()))
+
+
+def dilate_convs(
+    trace: LayerTrace,
+    native: Sequence[int],
+    strides: Sequence[Pair],
+    removed: Dict[int, Tuple[bool, bool]],
+    model_name: str,
+) -> None:
+    """Multiply each conv's dilation by (native / new) stride of its input, per axis, before the strides go.
+
+    Args:
+        trace: ``trace_layers(...)`` of the body.
+        native: each level's native stride; strides: each level's new ``(sh, sw)``.
+        removed: ``id(module) -> axes`` of the downsamplers whose stride is about to be removed.
+
+    Raises:
+        ValueError: a layer after a removed stride that mixes positions locally and has no dilation (windowed
+            attention, average pooling), or a conv to dilate that does not keep its input's size (names the model
+            and the layer). Nothing is modified then.
+    """
+    _check_dilatable(trace, removed, model_name)
+    for name, conv, stride_in in trace.convs:
+        level = max((i for i, s in enumerate(native) if s <= stride_in), default=-1)
+        if level < 0:
+            continue
+        factor = (native[level] // strides[level][0], native[level] // strides[level][1])
+        kernel, dilation, stride = _pair(conv.kernel_size), list(_pair(conv.dilation)), _pair(conv.stride)
+        axes = removed.get(id(conv), (False, False))
+        padding = conv.padding if isinstance(conv.padding, str) else list(_pair(conv.padding))
+        for axis in (0, 1):
+            if factor[axis] == 1 or kernel[axis] == 1 or (stride[axis] > 1 and not axes[axis]):
+                continue
+            keeps_size = padding == "same" or type(conv).__name__ == "Conv2dSame" or axes[axis]
+            total = dilation[axis] * (kernel[axis] - 1)
+            if not keeps_size and (isinstance(padding, str) or total % 2 or padding[axis] != total // 2):
+                raise ValueError(
+                    f"timm:{model_name} cannot be dilated: {name} (a {kernel[0]}x{kernel[1]} conv with padding "
+                    f"{conv.padding}) does not keep its input's size; build it without dilate=True (the strides are "
+                    f"then removed, not dilated)"
+                )
+            dilation[axis] *= factor[axis]
+            if isinstance(padding, list) and type(conv).__name__ != "Conv2dSame":
+                padding[axis] = dilation[axis] * (kernel[axis] - 1) // 2
+        conv.dilation = tuple(dilation)
+        conv.padding = padding if isinstance(padding, str) else tuple(padding)
+
+
+def _check_dilatable(trace: LayerTrace, removed: Dict[int, Tuple[bool, bool]], model_name: str) -> None:
+    """Convs dilate and global attention needs nothing; windowed attention and average pooling cannot follow."""
+    starts = [i for i, (_, module) in enumerate(trace.calls) if id(module) in removed]
+    for name, module in trace.calls[min(starts, default=len(trace.calls)) :]:
+        kind = ""
+        if any(hasattr(module, a) for a in ("window_size", "partition_size")) and not isinstance(module, nn.Conv2d):
+            kind = "attends within fixed windows"
+        elif (
+            isinstance(module, nn.AvgPool2d) and _pair(module.stride) == (1, 1) and _pair(module.kernel_size) != (1, 1)
+        ):
+            kind = "averages a fixed neighbourhood"
+        if kind:
+            raise ValueError(
+                f"timm:{model_name} cannot be dilated: {name} ({type(module).__name__}) {kind}, which has no "
+                f"dilation; build it without dilate=True (the strides are then removed, not dilated)"
+            )
+
+
+def _axes_name(axes: Tuple[bool, bool]) -> str:
+    return "both axes" if all(axes) else ("the H axis" if axes[0] else "the W axis")
+
+
+def _is_patch_merging(module: nn.Module) -> bool:
+    return type(module).__name__ == "PatchMerging" and type(module).__module__ == "timm.models.swin_transformer"
+
+
+class StridedPatchMerging(nn.Module):
+    """Swin's 2x2 patch merging with a stride per axis (``merge_stride``, 1 or 2): the 2x2 neighbourhood of every
+    kept position is concatenated in timm's order, the far edge padded. ``[N, H, W, C] -> [N, ceil(H/sh),
+    ceil(W/sw), C_out]``; the same ``norm`` and ``reduction`` parameters as timm's ``PatchMerging``."""
+
+    merge_stride: Tuple[int, int]
+    norm: nn.Module
+    reduction: nn.Linear
+
+    def forward(self, x: Tensor) -> Tensor:
+        _, height, width, _ = x.shape
+        (sh, sw), rows, columns = (
+            self.merge_stride,
+            -(-height // self.merge_stride[0]),
+            -(-width // self.merge_stride[1]),
+        )
+        x = F.pad(x, (0, 0, 0, 1 if sw == 1 else width % 2, 0, 1 if sh == 1 else height % 2))
+        parts = [
+            x[:, dh : dh + sh * (rows - 1) + 1 : sh, dw : dw + sw * (columns - 1) + 1 : sw]
+            for dw in (0, 1)
+            for dh in (0, 1)
+        ]
+        return self.reduction(self.norm(torch.cat(parts, dim=-1)))
 
 
 def remove_stride(name: str, module: nn.Module, axes: Tuple[bool, bool], model_name: str) -> None:
@@ -110,10 +246,15 @@ def remove_stride(name: str, module: nn.Module, axes: Tuple[bool, bool], model_n
                 kernel[axis], padding[axis] = 1, 0
         module.kernel_size, module.stride, module.padding = tuple(kernel), new_stride, tuple(padding)
         return
-    if type(module).__name__ == "BlurPool2d" and all(axes):
-        module.stride = 1
+    if type(module).__name__ == "BlurPool2d":  # timm's: a fixed blur filter, padded for "same" at stride 1
+        module.stride = new_stride
+        return
+    if _is_patch_merging(module):
+        module.__class__ = StridedPatchMerging
+        module.merge_stride = (1 if axes[0] else 2, 1 if axes[1] else 2)
         return
     raise ValueError(
-        f"timm:{model_name} cannot have the stride of {name} ({type(module).__name__}) removed: only convs, max/avg "
-        f"pools and blur pools can be modified; build it with its native strides or dilate=True"
+        f"timm:{model_name} cannot have the stride of {name} ({type(module).__name__}) removed on "
+        f"{_axes_name(axes)}: only convs, max/avg pools, blur pools and Swin's patch merging can be "
+        f"modified; build it with its native strides"
     )
