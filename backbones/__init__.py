@@ -7,7 +7,7 @@
 """
 
 from . import families  # noqa: F401  (registers the families and the timm: namespace)
-from .base import Backbone, SequentialBackbone, Stages
+from .base import Backbone, Stages
 from .build import build_backbone, weight_sets
 from .config import COMMON_OPTIONS, BackboneConfig
 from .contract import FeatureInfo
@@ -25,6 +25,7 @@ from .registry import (
     unregister_backbone,
     unregister_namespace,
 )
+from .sequential import SequentialBackbone
 from .sources import TimmWeights, TorchvisionWeights, WeightsUnavailableError
 from .strides import StridePlan, plan_strides
 

@@ -5,8 +5,8 @@ A family implements two methods and may declare what it knows about checkpoints:
 - ``build(config, **options) -> Stages``: creates its modules as attributes (with the module names of
   the checkpoints it mirrors) and returns one :class:`FeatureInfo` per stage, from the same loop that
   builds them (stage 0 = stem). Stages after the deepest wanted output are not built.
-- ``forward_stages(x) -> List[Tensor]``: the stage outputs; :class:`SequentialBackbone` provides it for
-  a body that is one chain.
+- ``forward_stages(x) -> List[Tensor]``: the stage outputs; :class:`~backbones.sequential.SequentialBackbone`
+  provides it for a body that is one chain. ``forward_stages_masked(x, mask)`` may use a padding mask (attention).
 - ``default_in_channels``, ``first_conv``, ``classifier_keys``, ``checkpoint_key()``, ``mismatch_hint()``.
 
 The base calls ``build`` in its own ``__init__``, checks the declared channels and grid once on the
@@ -25,14 +25,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import contract
 from .config import BackboneConfig
-from .contract import FeatureInfo, Pair, crop_to_ceil_grid, output_size
+from .contract import FeatureInfo, Pair, output_size
 from .layers import Projection
 from .meta import eval_mode, meta_call
 
 if TYPE_CHECKING:
     from .loading import LoadReport
 
-__all__ = ["Backbone", "SequentialBackbone", "Stages"]
+__all__ = ["Backbone", "Stages"]
 
 _logger = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class Backbone(nn.Module):
     (for :meth:`fuse`; consecutive children of sequential containers are found without this)."""
 
     pretrained_report: Optional[LoadReport]
+    attends_to_mask: bool = False
 
     def __init__(self, config: BackboneConfig, **options: Any) -> None:
         super().__init__()
@@ -334,66 +335,3 @@ class Backbone(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}, out_channels={self.out_channels}, output_stride={self.output_stride}"
-
-
-class SequentialBackbone(Backbone):
-    """A backbone whose body is one chain, ``self.features`` (a ModuleDict run in order).
-
-    A family's ``build`` calls :meth:`add_stage` for the stem and each stage; the stage's output is
-    taken after its last module. DenseNets use it with torchvision's names; it is also the shortest
-    way to write a family of your own. A family whose layers keep extra border columns the way its
-    original does (CRNN, FAN) sets ``crop_to_grid``: each stage's output is then cropped to the ceil grid
-    while the chain goes on with the uncropped map.
-    """
-
-    crop_to_grid: ClassVar[bool] = False
-    bare_checkpoint_keys: ClassVar[bool] = False
-    """The projects' checkpoints name the chain's modules at top level (``conv1.weight``, as HMER and OCR code
-    does): their keys are looked up under ``features.``."""
-
-    def checkpoint_key(self, key: str) -> Optional[str]:
-        renamed = super().checkpoint_key(key)
-        if renamed is None or not self.bare_checkpoint_keys or renamed.startswith(("features.", "adapters.")):
-            return renamed
-        return f"features.{renamed}"
-
-    def add_stage(
-        self,
-        name: str,
-        modules: Mapping[str, nn.Module],
-        channels: int,
-        stride: Pair,
-        dilation: Pair = (1, 1),
-    ) -> FeatureInfo:
-        """Append ``modules`` to the chain as the next stage and return its record.
-
-        Args:
-            name: the stage's name (``"stem"``, ``"denseblock2"``).
-            modules: the stage's modules in order, by their names in ``features``.
-            channels: channels of the stage's output.
-            stride: ``(sh, sw)`` total stride of the stage's output.
-            dilation: dilation of the stage's convolutions.
-        """
-        if "features" not in self._modules:
-            self.features = nn.ModuleDict()
-            self.stage_ends: List[str] = []
-            self.stage_strides: List[List[int]] = []
-            self.crop_outputs: bool = self.crop_to_grid
-        index = len(self.stage_ends)
-        for key, module in modules.items():
-            self.features[key] = module
-        self.stage_ends.append(list(modules)[-1])
-        self.stage_strides.append([stride[0], stride[1]])
-        return FeatureInfo(name, index, channels, stride, dilation, tuple(f"features.{key}" for key in modules))
-
-    def forward_stages(self, x: Tensor) -> List[Tensor]:
-        height, width = x.shape[2], x.shape[3]
-        outputs: List[Tensor] = []
-        for name, module in self.features.items():
-            x = module(x)
-            if name in self.stage_ends:
-                if self.crop_outputs:
-                    outputs.append(crop_to_ceil_grid(x, height, width, self.stage_strides[len(outputs)]))
-                else:
-                    outputs.append(x)
-        return outputs

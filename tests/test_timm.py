@@ -154,7 +154,9 @@ def test_vit_blocks_are_levels_and_attention_ignores_padding():
     assert (plain[0] - plain[1]).abs().max() > 1e-2 * scale
     assert small.shape == (2, 1, 4, 6) and feature.shape == (2, 192, 4, 6)
     assert torch.allclose(feature[:, :, :2, :3], vit(zeros, mask)[1][:, :, :2, :3], atol=1e-5 * float(scale))
-    assert not build_on_meta("timm:resnet18").attends_to_mask
+    assert not build_on_meta("timm:resnet18").attends_to_mask and not build_on_meta("resnet18").attends_to_mask
+    with pytest.raises(ValueError, match="mask must match the image's batch and size"):
+        vit(zeros, mask[:, :10])
 
 
 def test_vit_frozen_stages_freeze_the_embeddings_and_the_first_blocks():

@@ -87,6 +87,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             verdict = "ok" if got == expected else f"BROKEN (contract says {list(expected)})"
             print(f"output {list(got)}: {verdict}")
         print(f"params {report.params:,}   GFLOPs {report.gflops:.2f}")
+        limits = f"input H, W >= {model.min_input_size}"
+        maximum = getattr(model, "max_input_size", None)
+        if maximum is not None:
+            limits += f", H <= {maximum[0]}, W <= {maximum[1]} (made for one size: smaller inputs are padded to it)"
+        print(limits + ("; attention takes the padding mask" if model.attends_to_mask else ""))
     return 0 if report.contract_ok else 1
 
 

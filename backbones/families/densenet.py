@@ -17,11 +17,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
-from ..base import SequentialBackbone, Stages
+from ..base import Stages
 from ..config import BackboneConfig, check_bool
 from ..contract import FeatureInfo, Pair
 from ..layers import CeilPool2d, dilate_convs, stride_of
 from ..registry import register_backbone
+from ..sequential import SequentialBackbone
 from ..sources import TimmWeights, TorchvisionWeights
 from ..strides import StridePlan
 

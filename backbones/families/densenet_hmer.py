@@ -20,11 +20,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..base import SequentialBackbone, Stages
+from ..base import Stages
 from ..config import BackboneConfig, check_bool
 from ..contract import Pair
 from ..layers import CeilPool2d, init_conv_weights, stride_of
 from ..registry import register_backbone
+from ..sequential import SequentialBackbone
 from .densenet import add_dense_stages, ceil_pool_or_identity
 
 __all__ = ["DenseNetHMER"]

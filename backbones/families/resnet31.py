@@ -14,11 +14,12 @@ from typing import Dict, Optional
 
 from torch import Tensor, nn
 
-from ..base import SequentialBackbone, Stages
+from ..base import Stages
 from ..config import BackboneConfig
 from ..contract import Pair
 from ..layers import CeilPool2d, init_conv_weights, stride_of
 from ..registry import register_backbone
+from ..sequential import SequentialBackbone
 
 __all__ = ["BasicBlock", "ResNet31OCR", "conv_bn_relu", "pool_or_identity"]
 

@@ -20,11 +20,12 @@ from typing import Dict
 
 from torch import nn
 
-from ..base import SequentialBackbone, Stages
+from ..base import Stages
 from ..config import BackboneConfig
 from ..contract import Pair
 from ..layers import ColumnPaddedMaxPool2d, init_conv_weights, stride_of
 from ..registry import register_backbone
+from ..sequential import SequentialBackbone
 from .resnet31 import BasicBlock, conv_bn_relu, pool_or_identity
 
 __all__ = ["ResNetFAN"]

@@ -235,7 +235,10 @@ class TimmBackbone(Backbone):
             if self._grid_problem(made_for, [(made_for[0] + 1, made_for[1] + 1)]):
                 self.max_input_size = made_for
             return made_for
-        raise ValueError(f"timm:{self.model_name} does not give the ceil(H/sh) x ceil(W/sw) grid: {problems[1]}")
+        padded = f" (nor padded to its img_size, {made_for[0]}x{made_for[1]})" if made_for is not None else ""
+        raise ValueError(
+            f"timm:{self.model_name} does not give the ceil(H/sh) x ceil(W/sw) grid{padded}: {problems[1]}"
+        )
 
     def _grid_problem(self, align: List[int], sizes: List[Tuple[int, int]]) -> str:
         """Why the body padded to ``align`` misses the ceil grid at one of ``sizes`` (``""``: it does not)."""

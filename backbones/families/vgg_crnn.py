@@ -21,11 +21,12 @@ from typing import Dict
 
 from torch import nn
 
-from ..base import SequentialBackbone, Stages
+from ..base import Stages
 from ..config import BackboneConfig, check_bool
 from ..contract import Pair
 from ..layers import stride_of
 from ..registry import register_backbone
+from ..sequential import SequentialBackbone
 from .resnet31 import pool_or_identity
 from .resnet_fan import column_pool, two_by_two
 
