@@ -219,7 +219,7 @@ def test_dilation_refuses_a_conv_that_does_not_keep_the_size():
     from backbones.families.timm_surgery import LayerTrace, dilate_convs
 
     valid = torch.nn.Conv2d(4, 4, 3)
-    trace = LayerTrace({}, [("body.3", valid, 32)], [("body.3", valid)])
+    trace = LayerTrace({}, [("body.3", valid, 32)], [("body.3", valid)], [])
     with pytest.raises(ValueError, match=r"timm:m cannot be dilated: body.3 \(a 3x3 conv with padding \(0, 0\)\)"):
         dilate_convs(trace, [4, 8, 16, 32], [(4, 4), (8, 8), (16, 16), (16, 16)], {}, "m")
     assert valid.dilation == (1, 1)
@@ -242,6 +242,17 @@ def test_swin_patch_merging_with_strides_removed():
     assert [info.stride for info in swin.feature_info] == [(4, 4), (8, 8), (16, 8), (32, 8)]
     with torch.no_grad():
         assert swin(torch.randn(1, 3, 37, 101)).shape == (1, 16, 2, 13)
+
+
+def test_hrnet_fusion_upsamples_by_the_new_stride_ratios():
+    """HRNet adds each branch to the others after fixed-factor upsampling; surgery gives every Upsample the ratio of
+    its branches' new strides (branch 3 -> 0: x8 natively, (8, 2) once the W axis stays at /8)."""
+    hrnet = build_on_meta("timm:hrnet_w18_small", output_stride=(32, 8))
+    modules = hrnet.body.named_modules()
+    factors = {name: module.scale_factor for name, module in modules if isinstance(module, torch.nn.Upsample)}
+    assert factors["stage4.0.fuse_layers.0.3.2"] == (8.0, 2.0) and factors["stage4.0.fuse_layers.1.3.2"] == (4.0, 1.0)
+    assert [info.stride for info in hrnet.feature_info][-2:] == [(16, 8), (32, 8)]
+    assert_contract(hrnet, SIZES[:3])
 
 
 def test_models_without_features_say_so():

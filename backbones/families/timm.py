@@ -30,7 +30,7 @@ from ..loading import LoadReport, WeightsMismatchError, load_weights
 from ..meta import eval_mode, meta_call
 from ..registry import BackboneEntry, UnknownBackboneError, register_namespace
 from ..sources import TimmWeights
-from .timm_surgery import dilate_convs, remove_stride, trace_layers
+from .timm_surgery import dilate_convs, remove_stride, rescale_upsamplers, trace_layers
 
 __all__ = ["TimmBackbone"]
 
@@ -73,7 +73,7 @@ class TimmBackbone(Backbone):
         timm_stride = _timm_output_stride(config)
         kwargs: Dict[str, Any] = dict(features_only=True, in_chans=self.in_channels, **timm_kwargs)
         probe = self._create_on_meta(kwargs)
-        getter = type(probe).__name__ == "FeatureGetterNet"  # ViT-like: every block is a level
+        getter = type(probe).__name__ == "FeatureGetterNet"  # forward_intermediates models: every level exposed
         if getter and "out_indices" not in kwargs:
             kwargs["out_indices"] = tuple(range(len(probe.model.feature_info)))
             probe = self._create_on_meta(kwargs)
@@ -82,7 +82,8 @@ class TimmBackbone(Backbone):
         elif getattr(getattr(probe, "patch_embed", None), "strict_img_size", False) and "strict_img_size" not in kwargs:
             probe, kwargs = self._with_options(probe, kwargs, strict_img_size=False)  # Swin: sizes other than 224
         native = probe.feature_info.reduction()
-        if getter and (config.output_stride or config.strides) is not None:
+        self.plain_vit: bool = getter and len(set(native)) == 1  # one stride: the patch; every block is a level
+        if self.plain_vit and (config.output_stride or config.strides) is not None:
             if config.output_stride != native[-1] or config.strides is not None:
                 raise ValueError(
                     f"timm:{model_name} is a vision transformer: its stride is the patch ({native[-1]}), which "
@@ -105,7 +106,7 @@ class TimmBackbone(Backbone):
         stages = []
         for i in range(last + 1):
             dilation = (native[i] // strides[i][0], native[i] // strides[i][1]) if config.dilate else (1, 1)
-            name = f"block{i}" if getter else f"level{i}"
+            name = f"block{i}" if self.plain_vit else f"level{i}"
             stages.append(FeatureInfo(name, i, channels[i], strides[i], dilation, groups[i]))
         model = getattr(self.body, "model", None)
         self.attends_to_mask = getter and "attn_mask" in inspect.signature(model.forward_intermediates).parameters
@@ -154,6 +155,7 @@ class TimmBackbone(Backbone):
         for index, axes in changes:
             for name, module, _ in trace.downsamplers[index]:
                 remove_stride(name, module, axes, self.model_name)
+        rescale_upsamplers(trace, native, strides)
         return strides
 
     def _with_output_stride(self, probe: Any, kwargs: Dict[str, Any], stride: int) -> Tuple[Any, Dict[str, Any], Any]:
@@ -193,7 +195,7 @@ class TimmBackbone(Backbone):
         """The body modules that compute each level (for ``frozen_stages`` and ``norm_eval``); for a ViT, block
         ``i``, and for block 0 also what comes before the blocks (patch embedding, class token, position embedding)."""
         model = getattr(self.body, "model", None)
-        if model is not None and isinstance(getattr(model, "blocks", None), torch.nn.Sequential):
+        if self.plain_vit and isinstance(getattr(model, "blocks", None), torch.nn.Sequential):
             children = [name for name, _ in model.named_children()]
             before = children[: children.index("blocks")] + [name for name, _ in model.named_parameters(recurse=False)]
             first = tuple(f"body.model.{name}" for name in before) + ("body.model.blocks.0",)

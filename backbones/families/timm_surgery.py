@@ -33,6 +33,7 @@ __all__ = [
     "trace_layers",
     "remove_stride",
     "dilate_convs",
+    "rescale_upsamplers",
 ]
 
 Downsampler = Tuple[str, nn.Module, Pair]  # name, module, its stride (sh, sw)
@@ -41,11 +42,12 @@ Downsampler = Tuple[str, nn.Module, Pair]  # name, module, its stride (sh, sw)
 class LayerTrace(NamedTuple):
     """What one meta forward saw: the downsamplers by the level whose stride they make (0 = before the first
     level), every conv in call order with the native stride of its input, and every module in the order its
-    forward began."""
+    forward began, and the upsampling layers (HRNet's fusion) with the native strides they join."""
 
     downsamplers: Dict[int, List[Downsampler]]
     convs: List[Tuple[str, nn.Conv2d, int]]
     calls: List[Tuple[str, nn.Module]]
+    upsamplers: List[Tuple[nn.Upsample, int, int]]  # with the native strides of their input and output
 
 
 class EdgePaddedConv2d(nn.Conv2d):
@@ -78,6 +80,7 @@ def trace_layers(
     names = {id(module): name for name, module in body.named_modules()}
     found: Dict[int, List[Downsampler]] = {}
     convs: Dict[int, Tuple[str, nn.Conv2d, int]] = {}
+    upsamplers: Dict[int, Tuple[nn.Upsample, int, int]] = {}
 
     def hook(module: nn.Module, inputs: Tuple, output: object) -> None:
         merging = _is_patch_merging(module)
@@ -92,6 +95,8 @@ def trace_layers(
         stride_in = size[0] // h_in
         if isinstance(module, nn.Conv2d) and h_in and id(module) not in convs:
             convs[id(module)] = (names[id(module)], module, stride_in)
+        if isinstance(module, nn.Upsample) and h_out and id(module) not in upsamplers:
+            upsamplers[id(module)] = (module, stride_in, size[0] // h_out)
         if h_out >= h_in and w_out >= w_in:
             return
         level = sum(1 for s in level_strides if s <= stride_in)
@@ -110,7 +115,25 @@ def trace_layers(
     finally:
         for handle in handles:
             handle.remove()
-    return LayerTrace(found, list(convs.values()), list(calls.values()))
+    return LayerTrace(found, list(convs.values()), list(calls.values()), list(upsamplers.values()))
+
+
+def new_stride(stride: int, native: Sequence[int], strides: Sequence[Pair]) -> Pair:
+    """Where a map at native ``stride`` is after surgery, per axis (``native``/``strides``: the levels')."""
+    level = max((i for i, s in enumerate(native) if s <= stride), default=-1)
+    if level < 0:
+        return stride, stride
+    return strides[level][0] * stride // native[level], strides[level][1] * stride // native[level]
+
+
+def rescale_upsamplers(trace: LayerTrace, native: Sequence[int], strides: Sequence[Pair]) -> None:
+    """Give each fixed-factor upsampling layer the factor between its input's and output's new strides (HRNet
+    upsamples a /32 branch by 8 to add it to the /4 one; after the last stride goes, by 4)."""
+    for module, stride_in, stride_out in trace.upsamplers:
+        if module.size is not None:
+            continue
+        (in_h, in_w), (out_h, out_w) = new_stride(stride_in, native, strides), new_stride(stride_out, native, strides)
+        module.scale_factor = (float(in_h // out_h), float(in_w // out_w))
 
 
 def dilate_convs(
@@ -134,10 +157,8 @@ def dilate_convs(
     """
     _check_dilatable(trace, removed, model_name)
     for name, conv, stride_in in trace.convs:
-        level = max((i for i, s in enumerate(native) if s <= stride_in), default=-1)
-        if level < 0:
-            continue
-        factor = (native[level] // strides[level][0], native[level] // strides[level][1])
+        now = new_stride(stride_in, native, strides)
+        factor = (stride_in // now[0], stride_in // now[1])
         kernel, dilation, stride = _pair(conv.kernel_size), list(_pair(conv.dilation)), _pair(conv.stride)
         axes = removed.get(id(conv), (False, False))
         padding = conv.padding if isinstance(conv.padding, str) else list(_pair(conv.padding))
