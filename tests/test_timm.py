@@ -159,6 +159,16 @@ def test_vit_blocks_are_levels_and_attention_ignores_padding():
         vit(zeros, mask[:, :10])
 
 
+def test_masked_attention_when_the_input_is_padded_to_a_fixed_size():
+    """A ViT made for 64x64 (timm's img_size, no dynamic size) pads a 30x40 input to it: the extra patches are
+    masked out too, and the output is the 2x3 ceil grid."""
+    vit = build_backbone("timm:vit_tiny_patch16_224", img_size=64, dynamic_img_size=False).eval()
+    assert vit.max_input_size == [64, 64] and vit.attends_to_mask
+    x, mask = torch.randn(1, 3, 30, 40), torch.zeros(1, 30, 40, dtype=torch.bool)
+    with torch.no_grad():
+        assert vit(x, mask).shape == (1, 192, 2, 3)
+
+
 def test_vit_frozen_stages_freeze_the_embeddings_and_the_first_blocks():
     vit = build_on_meta("timm:vit_tiny_patch16_224", frozen_stages=1)
     frozen = {name for name, parameter in vit.named_parameters() if not parameter.requires_grad}

@@ -315,12 +315,15 @@ class TimmBackbone(Backbone):
         if not self.attends_to_mask:
             return self.forward_stages(x)
         self._check_size(x)
-        model, patch = self.body.model, self.level_strides[-1]
-        keep = ~padding_on_grid(mask, patch).flatten(1)
+        model, patch, padded = self.body.model, self.level_strides[-1], self._pad(x, self.align)
+        padding = padding_on_grid(mask, patch)  # the aligned input's extra patches are padding too
+        rows, columns = ceil_div(padded.shape[2], patch[0]), ceil_div(padded.shape[3], patch[1])
+        padding = F.pad(padding, (0, columns - padding.shape[2], 0, rows - padding.shape[1]), value=True)
+        keep = ~padding.flatten(1)
         keep = torch.cat([keep.new_ones(keep.shape[0], model.num_prefix_tokens), keep], dim=1)
         keep = keep | ~keep.any(dim=1, keepdim=True)
         outputs = model.forward_intermediates(
-            self._pad(x, self.align),
+            padded,
             indices=self.body.out_indices,
             norm=self.body.norm,
             output_fmt=self.body.output_fmt,
