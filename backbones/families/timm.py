@@ -10,7 +10,8 @@ rounds down (patchify stems, floor pooling) get their input zero-padded on the b
 multiple of the deepest stride and each level cropped to ``ceil(H / stride)`` rows and columns (the last
 ones are the partial, padded windows that ceil rounding means); models that already round up run
 unpadded and give exactly timm's numbers. Which of the two applies is probed once at build time on the
-meta device.
+meta device; models made for one input size (attention biases sized for timm's ``img_size``) are padded to it.
+A plain ViT exposes every block as a level, and a padding mask passed to ``forward`` reaches its attention.
 """
 
 from __future__ import annotations
@@ -158,7 +159,9 @@ class TimmBackbone(Backbone):
         rescale_upsamplers(trace, native, strides)
         return strides
 
-    def _with_output_stride(self, probe: Any, kwargs: Dict[str, Any], stride: int) -> Tuple[Any, Dict[str, Any], Any]:
+    def _with_output_stride(
+        self, probe: Any, kwargs: Dict[str, Any], stride: int
+    ) -> Tuple[Any, Dict[str, Any], Optional[int]]:
         """timm's own dilation to ``stride`` if the model has it (and reaches it); else ``stride`` becomes ``None``
         and the generic dilation applies."""
         extended = dict(kwargs, output_stride=stride)

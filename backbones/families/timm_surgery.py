@@ -2,12 +2,14 @@
 
 The downsampling layers are found, not named: a forward on the meta device with hooks on every leaf module
 records each one whose output is smaller than its input (strided convs, timm's SAME-padded convs, patchify and
-downsample convs, pools, blur pools, shortcut convs and pools), and the input's stride says which level it
-belongs to. Removing a stride on an axis sets it to 1 there with the padding that keeps the size: ``d * (k - 1)
-/ 2`` on each side for odd kernels; for even kernels (ConvNeXt's 2x2/2 downsample) the conv pads the far edge
-instead (its class becomes :class:`EdgePaddedConv2d`, its parameters stay) and a pool's kernel becomes 1.
-Parameter shapes never change, so timm's state dicts and pretrained tags load as before.
+downsample convs, pools, blur pools, shortcut convs and pools, and Swin's patch merging, the one non-leaf), and
+the input's stride says which level it belongs to. Removing a stride on an axis sets it to 1 there with the
+padding that keeps the size: ``d * (k - 1) / 2`` on each side for odd kernels; for even kernels (ConvNeXt's 2x2/2
+downsample) the conv pads the far edge instead (its class becomes :class:`EdgePaddedConv2d`, its parameters stay)
+and a pool's kernel becomes 1. Parameter shapes never change, so timm's state dicts and pretrained tags load as
+before.
 
+Layers that upsample by a fixed factor to join branches (HRNet's fusion) get the ratio of the new strides.
 Dilation (``dilate=True`` where timm has no ``output_stride`` of its own) follows from the same trace: a conv that
 read its input at native stride ``s`` now reads it at ``s'``, so its dilation is multiplied by ``s / s'`` per axis
 (the downsampling conv keeps the dilation of the level before it, as in torchvision). Only stride-1 convs that keep
@@ -34,6 +36,7 @@ __all__ = [
     "remove_stride",
     "dilate_convs",
     "rescale_upsamplers",
+    "stride_after",
 ]
 
 Downsampler = Tuple[str, nn.Module, Pair]  # name, module, its stride (sh, sw)
@@ -41,13 +44,13 @@ Downsampler = Tuple[str, nn.Module, Pair]  # name, module, its stride (sh, sw)
 
 class LayerTrace(NamedTuple):
     """What one meta forward saw: the downsamplers by the level whose stride they make (0 = before the first
-    level), every conv in call order with the native stride of its input, and every module in the order its
-    forward began, and the upsampling layers (HRNet's fusion) with the native strides they join."""
+    level); every conv, in call order, with the native stride of its input; every module in the order its forward
+    began; the upsampling layers (HRNet's fusion) with the native strides of their input and output."""
 
     downsamplers: Dict[int, List[Downsampler]]
     convs: List[Tuple[str, nn.Conv2d, int]]
     calls: List[Tuple[str, nn.Module]]
-    upsamplers: List[Tuple[nn.Upsample, int, int]]  # with the native strides of their input and output
+    upsamplers: List[Tuple[nn.Upsample, int, int]]
 
 
 class EdgePaddedConv2d(nn.Conv2d):
@@ -67,7 +70,7 @@ def _pair(value: object) -> Pair:
 def trace_layers(
     body: nn.Module, in_channels: int, level_strides: Sequence[int], size: Optional[Pair] = None
 ) -> LayerTrace:
-    """The leaf modules that shrink the map, by level, and the convs with their input's stride.
+    """One forward on the meta device with hooks on every module: what :class:`LayerTrace` lists.
 
     Args:
         body: a timm ``features_only`` model.
@@ -81,6 +84,7 @@ def trace_layers(
     found: Dict[int, List[Downsampler]] = {}
     convs: Dict[int, Tuple[str, nn.Conv2d, int]] = {}
     upsamplers: Dict[int, Tuple[nn.Upsample, int, int]] = {}
+    calls: Dict[int, Tuple[str, nn.Module]] = {}
 
     def hook(module: nn.Module, inputs: Tuple, output: object) -> None:
         merging = _is_patch_merging(module)
@@ -103,8 +107,6 @@ def trace_layers(
         factor = (max(h_in // max(h_out, 1), 1), max(w_in // max(w_out, 1), 1))
         found.setdefault(level, []).append((names[id(module)], module, factor))
 
-    calls: Dict[int, Tuple[str, nn.Module]] = {}
-
     def pre_hook(module: nn.Module, inputs: Tuple) -> None:
         calls.setdefault(id(module), (names[id(module)], module))
 
@@ -118,7 +120,7 @@ def trace_layers(
     return LayerTrace(found, list(convs.values()), list(calls.values()), list(upsamplers.values()))
 
 
-def new_stride(stride: int, native: Sequence[int], strides: Sequence[Pair]) -> Pair:
+def stride_after(stride: int, native: Sequence[int], strides: Sequence[Pair]) -> Pair:
     """Where a map at native ``stride`` is after surgery, per axis (``native``/``strides``: the levels')."""
     level = max((i for i, s in enumerate(native) if s <= stride), default=-1)
     if level < 0:
@@ -132,7 +134,10 @@ def rescale_upsamplers(trace: LayerTrace, native: Sequence[int], strides: Sequen
     for module, stride_in, stride_out in trace.upsamplers:
         if module.size is not None:
             continue
-        (in_h, in_w), (out_h, out_w) = new_stride(stride_in, native, strides), new_stride(stride_out, native, strides)
+        (in_h, in_w), (out_h, out_w) = (
+            stride_after(stride_in, native, strides),
+            stride_after(stride_out, native, strides),
+        )
         module.scale_factor = (float(in_h // out_h), float(in_w // out_w))
 
 
@@ -157,7 +162,7 @@ def dilate_convs(
     """
     _check_dilatable(trace, removed, model_name)
     for name, conv, stride_in in trace.convs:
-        now = new_stride(stride_in, native, strides)
+        now = stride_after(stride_in, native, strides)
         factor = (stride_in // now[0], stride_in // now[1])
         kernel, dilation, stride = _pair(conv.kernel_size), list(_pair(conv.dilation)), _pair(conv.stride)
         axes = removed.get(id(conv), (False, False))
@@ -216,12 +221,9 @@ class StridedPatchMerging(nn.Module):
     reduction: nn.Linear
 
     def forward(self, x: Tensor) -> Tensor:
+        sh, sw = self.merge_stride
         _, height, width, _ = x.shape
-        (sh, sw), rows, columns = (
-            self.merge_stride,
-            -(-height // self.merge_stride[0]),
-            -(-width // self.merge_stride[1]),
-        )
+        rows, columns = -(-height // sh), -(-width // sw)
         x = F.pad(x, (0, 0, 0, 1 if sw == 1 else width % 2, 0, 1 if sh == 1 else height % 2))
         parts = [
             x[:, dh : dh + sh * (rows - 1) + 1 : sh, dw : dw + sw * (columns - 1) + 1 : sw]
