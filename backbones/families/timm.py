@@ -31,6 +31,7 @@ from ..loading import LoadReport, WeightsMismatchError, load_weights
 from ..meta import eval_mode, meta_call
 from ..registry import BackboneEntry, UnknownBackboneError, register_namespace
 from ..sources import TimmWeights
+from .timm_grid import fit_grid
 from .timm_surgery import dilate_convs, remove_stride, rescale_upsamplers, trace_layers
 
 __all__ = ["TimmBackbone"]
@@ -113,10 +114,11 @@ class TimmBackbone(Backbone):
         self.attends_to_mask = getter and "attn_mask" in inspect.signature(model.forward_intermediates).parameters
         self.level_strides: List[List[int]] = [[sh, sw] for sh, sw in strides[: last + 1]]
         self.nhwc: bool = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")  # Swin's levels
-        self.max_input_size: Optional[List[int]] = None
         with eval_mode(self.body):  # BatchNorm in training refuses a 1x1 map
-            self.align: List[int] = self._probe_alignment()
-            self.min_input_size = self._probe_min_size(self.align)
+            fit = fit_grid(self._run_on_meta, self.level_strides, self._made_for_size(), model_name)
+        self.align: List[int] = fit.align
+        self.min_input_size = fit.min_input_size
+        self.max_input_size: Optional[List[int]] = fit.max_input_size
         return Stages(stages, num_stages)
 
     def _remove_strides(self, config: BackboneConfig, native: List[int], last: int) -> List[Pair]:
@@ -216,49 +218,6 @@ class TimmBackbone(Backbone):
             start = end
         return groups
 
-    def _probe_alignment(self) -> List[int]:
-        """``[1, 1]`` if the body's sizes already round up at every level; else the deepest stride per axis (the
-        input is padded to its multiples and each level cropped); else, for a model made for one input size
-        (attention biases or windows sized for timm's ``img_size``), that size, and ``max_input_size`` is set where
-        twice it fails too. Raises a ValueError naming the level."""
-        deepest = [max(s[0] for s in self.level_strides), max(s[1] for s in self.level_strides)]
-        base = (4 * deepest[0], 4 * deepest[1])
-        sizes = [
-            (base[0] + 1, base[1] + deepest[1] - 1),
-            (base[0] + deepest[0] // 2 + 1, base[1] + deepest[1] // 2),
-            base,
-        ]
-        candidates = [([1, 1], sizes), (deepest, sizes)]
-        made_for = self._made_for_size()
-        if made_for is not None:
-            height, width = made_for
-            candidates.append((made_for, [(height - 3, width - 5), (height // 2 + 1, width // 3 + 1), (height, width)]))
-        problems = [self._grid_problem(align, probe_sizes) for align, probe_sizes in candidates[:2]]
-        if not problems[0] or not problems[1]:
-            return candidates[0][0] if not problems[0] else deepest
-        if made_for is not None and not self._grid_problem(*candidates[2]):
-            if self._grid_problem(made_for, [(made_for[0] + 1, made_for[1] + 1)]):
-                self.max_input_size = made_for
-            return made_for
-        padded = f" (nor padded to its img_size, {made_for[0]}x{made_for[1]})" if made_for is not None else ""
-        raise ValueError(
-            f"timm:{self.model_name} does not give the ceil(H/sh) x ceil(W/sw) grid{padded}: {problems[1]}"
-        )
-
-    def _grid_problem(self, align: List[int], sizes: List[Tuple[int, int]]) -> str:
-        """Why the body padded to ``align`` misses the ceil grid at one of ``sizes`` (``""``: it does not)."""
-        for height, width in sizes:
-            x = torch.empty(1, self.in_channels, height, width, device="meta")
-            try:
-                outputs = self._levels(meta_call(self.body, "forward", self._pad(x, align)), height, width, align)
-            except (RuntimeError, AssertionError, ValueError) as error:
-                return f"at {height}x{width}: {type(error).__name__}: {str(error)[:200]}"
-            for level, (output, stride) in enumerate(zip(outputs, self.level_strides)):
-                wanted = (ceil_div(height, stride[0]), ceil_div(width, stride[1]))
-                if tuple(output.shape[-2:]) != wanted:
-                    return f"level {level} gives {tuple(output.shape[-2:])} for {height}x{width}, not {wanted}"
-        return ""
-
     def _made_for_size(self) -> Optional[List[int]]:
         """The input size the model was made for: ``img_size=`` if given, else timm's pretrained ``input_size``."""
         size = self._timm_kwargs.get("img_size")
@@ -286,19 +245,9 @@ class TimmBackbone(Backbone):
                 f"img_size=(H, W) for larger inputs"
             )
 
-    def _probe_min_size(self, align: List[int]) -> int:
-        """The smallest side (1, then multiples of the deepest stride) at which the body runs: some attention
-        layers (PVT's spatial reduction) need a few cells at the deepest level."""
-        deepest = max(max(stride) for stride in self.level_strides)
-        for size in sorted({1, 2, 4, 8, 16, deepest // 2 or 1, deepest, 2 * deepest, 4 * deepest}):
-            try:
-                for height, width in ((size, size), (size + 1, size + 3)):
-                    x = torch.empty(1, self.in_channels, height, width, device="meta")
-                    meta_call(self.body, "forward", self._pad(x, align))
-                return size
-            except (RuntimeError, AssertionError, ValueError):
-                continue
-        return 4 * deepest
+    def _run_on_meta(self, height: int, width: int, align: List[int]) -> List[Tensor]:
+        x = torch.empty(1, self.in_channels, height, width, device="meta")
+        return self._levels(meta_call(self.body, "forward", self._pad(x, align)), height, width, align)
 
     @staticmethod
     def _pad(x: Tensor, align: List[int]) -> Tensor:
