@@ -55,6 +55,11 @@ ARCHITECTURES = [
     ("efficientformer", "efficientformerv2_s0", "transformer"), ("focalnet", "focalnet_tiny_srf", "transformer"),
     ("davit", "davit_tiny", "transformer"), ("coatnet", "coatnet_0_rw_224", "transformer"),
     ("maxvit", "maxvit_tiny_tf_224", "transformer"), ("tiny_vit", "tiny_vit_5m_224", "transformer"),
+    ("deit3", "deit3_small_patch16_224", "transformer"), ("dinov2", "vit_small_patch14_dinov2", "transformer"),
+    ("flexivit", "flexivit_small", "transformer"), ("naflexvit", "naflexvit_base_patch16_gap", "transformer"),
+    ("cait", "cait_xxs24_224", "transformer"), ("xcit", "xcit_nano_12_p16_224", "transformer"),
+    ("twins", "twins_svt_small", "transformer"), ("mvitv2", "mvitv2_tiny", "transformer"),
+    ("hiera", "hiera_tiny_224", "transformer"),
 ]  # fmt: skip
 CONFIGS = {
     "native": {},

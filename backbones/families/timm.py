@@ -149,7 +149,9 @@ class TimmBackbone(Backbone):
         for index, axes in changes:
             if index not in trace.downsamplers:
                 raise ValueError(
-                    f"timm:{self.model_name} level {index}: no layer of it downsamples (its stride cannot be removed)"
+                    f"timm:{self.model_name} level {index}: no 2-D layer shrinks the map there (the model pools "
+                    f"flattened tokens, as Hiera does), so its stride cannot be removed; build it with its native "
+                    f"strides"
                 )
             removed.update((id(module), axes) for _, module, _ in trace.downsamplers[index])
         strides = [plan.stem_stride] + [stage.output_stride for stage in plan.stages]
