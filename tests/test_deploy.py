@@ -18,7 +18,9 @@ CASES = {
     "resnet18-gray-os16-684": lambda: build_backbone("resnet18", in_channels=1, output_stride=16, out_channels=684),
     "densenet_hmer-small": lambda: build_backbone("densenet_hmer", block_layers=(3, 3, 3), stem_norm=True),
     "densenet121-pyramid": lambda: build_backbone("densenet121", out_indices=(1, 2), out_channels=(16, 32)),
-    "timm-convnext-edge-padded": lambda: build_backbone("timm:convnext_atto", output_stride=(16, 8), out_channels=32),
+    "timm-convnext-edge-padded": lambda: build_backbone(
+        "timm:convnext_zepto_rms", output_stride=(16, 8), out_channels=32
+    ),
     "masked-resnet18-text-line": lambda: MaskedEncoder(
         build_backbone("resnet18", in_channels=1, out_channels=64, strides=(1, (2, 1), (2, 1), (2, 1)))
     ),

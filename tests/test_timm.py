@@ -188,9 +188,9 @@ def test_coverage_script_on_a_subset(capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     capsys.readouterr()
-    module.main(["--models", "resnet18,lcnet_050,vit_tiny_patch16_224", "--configs", "native,os16,os32x4", "--json"])
+    module.main(["--models", "resnet18,vit_tiny_patch16_224", "--configs", "native,os16,os32x4", "--json"])
     rows = {row["model"]: row for row in json.loads(capsys.readouterr().out)["rows"]}
-    assert all(rows[m][c]["verdict"] == "PASS" for m in ("resnet18", "lcnet_050") for c in ("native", "os16", "os32x4"))
+    assert all(rows["resnet18"][c]["verdict"] == "PASS" for c in ("native", "os16", "os32x4"))
     assert rows["vit_tiny_patch16_224"]["native"]["verdict"] == "PASS"
     assert rows["vit_tiny_patch16_224"]["os16"]["verdict"] == "PASS"  # its native stride
     assert rows["vit_tiny_patch16_224"]["os32x4"]["verdict"] == "REFUSED"
