@@ -196,19 +196,28 @@ def test_coverage_script_on_a_subset(capsys):
     assert rows["vit_tiny_patch16_224"]["os32x4"]["verdict"] == "REFUSED"
 
 
-def test_generic_dilation_equals_timms_own_route():
-    """strides= with dilate=True takes the generic route; on resnet18 it must compute what timm's output_stride does
-    (same weights, same input; 1e-5 of the output's scale)."""
-    x = torch.randn(1, 3, 45, 61)
-    for strides, output_stride in (((2, 2, 2, 1), 16), ((2, 2, 1, 1), 8)):
-        ours = build_backbone("timm:resnet18", strides=strides, dilate=True, out_indices=(0, 1, 2, 3, 4)).eval()
-        reference = timm.create_model("resnet18", features_only=True, output_stride=output_stride).eval()
-        reference.load_state_dict(ours.body.state_dict())
-        assert [info.dilation for info in ours.feature_info][-1] == (32 // output_stride,) * 2
-        with torch.no_grad():
-            for mine, theirs in zip(ours(x), reference(x)):
-                assert mine.shape == theirs.shape
-                assert (mine - theirs).abs().max() <= 1e-5 * theirs.abs().max()
+@pytest.mark.parametrize(
+    "name, strides, output_stride",
+    [
+        ("resnet18", (2, 2, 2, 1), 16),
+        ("resnet18", (2, 2, 1, 1), 8),
+        ("convnext_atto", (2, 2, 1), 16),  # a 2x2 downsample at stride 1 (edge-padded) and dilated 7x7 dwconvs
+        ("efficientnet_b0", (2, 2, 2, 1), 16),
+    ],
+)
+def test_generic_dilation_equals_timms_own_route(name, strides, output_stride):
+    """strides= with dilate=True takes the generic route; where timm has its own output_stride it must compute the
+    same (same weights, same input; 1e-5 of the output's scale; 64x96 so that neither pads)."""
+    levels = tuple(range(len(strides) + 1))
+    ours = build_backbone(f"timm:{name}", strides=strides, dilate=True, out_indices=levels).eval()
+    reference = timm.create_model(name, features_only=True, output_stride=output_stride).eval()
+    reference.load_state_dict(ours.body.state_dict())
+    assert ours.feature_info[-1].dilation == (32 // output_stride,) * 2
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        for mine, theirs in zip(ours(x), reference(x)):
+            assert mine.shape == theirs.shape
+            assert (mine - theirs).abs().max() <= 1e-5 * theirs.abs().max()
 
 
 def test_generic_dilation_for_models_timm_cannot_dilate():
