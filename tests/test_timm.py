@@ -177,6 +177,11 @@ def test_vit_frozen_stages_freeze_the_embeddings_and_the_first_blocks():
     assert "body.model.blocks.2.attn.qkv.weight" not in frozen
     vit.train()
     assert not vit.body.model.blocks[1].training and vit.body.model.blocks[2].training
+    hiera = build_on_meta("timm:hiera_tiny_224", frozen_stages=1)  # levels end at blocks 0, 2, 9, 11
+    frozen = {name.split(".")[3] for name, p in hiera.named_parameters() if not p.requires_grad and ".blocks." in name}
+    assert frozen == {"0", "1", "2"} and not hiera.body.model.pos_embed.requires_grad
+    with pytest.raises(ValueError, match="frozen_stages is not available for timm:mvitv2_tiny"):
+        build_on_meta("timm:mvitv2_tiny", frozen_stages=0)
 
 
 def test_coverage_script_on_a_subset(capsys):

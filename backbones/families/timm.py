@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
@@ -199,14 +200,21 @@ class TimmBackbone(Backbone):
             raise ValueError(f"timm:{self.model_name} does not accept {options} ({detail})") from error
 
     def _stage_modules(self, last: int, frozen_stages: int) -> List[Tuple[str, ...]]:
-        """The body modules that compute each level (for ``frozen_stages`` and ``norm_eval``); for a ViT, block
-        ``i``, and for block 0 also what comes before the blocks (patch embedding, class token, position embedding)."""
+        """The body modules that compute each level (for ``frozen_stages`` and ``norm_eval``). For models whose
+        levels end at ``blocks.<i>`` (ViTs, XCiT, Hiera): the blocks since the level before, and for level 0 also
+        what comes before the blocks (patch embedding, class token, position embedding)."""
         model = getattr(self.body, "model", None)
-        if self.plain_vit and isinstance(getattr(model, "blocks", None), torch.nn.Sequential):
+        ends = [str(info.get("module", "")) for info in getattr(model, "feature_info", [])][: last + 1]
+        if ends and all(re.fullmatch(r"blocks\.\d+", end) for end in ends) and hasattr(model, "blocks"):
             children = [name for name, _ in model.named_children()]
             before = children[: children.index("blocks")] + [name for name, _ in model.named_parameters(recurse=False)]
-            first = tuple(f"body.model.{name}" for name in before) + ("body.model.blocks.0",)
-            return [first] + [(f"body.model.blocks.{i}",) for i in range(1, last + 1)]
+            groups, start = [], 0
+            for end in (int(end.split(".")[1]) for end in ends):
+                blocks = tuple(f"body.model.blocks.{i}" for i in range(start, end + 1))
+                prefix = tuple(f"body.model.{name}" for name in before) if not groups else ()
+                groups.append(prefix + blocks)
+                start = end + 1
+            return groups
         names = list(self.body.return_layers) if hasattr(self.body, "return_layers") else []
         children = [name for name, _ in self.body.named_children()]
         if len(names) != last + 1 or any(n not in children for n in names):
