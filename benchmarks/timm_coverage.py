@@ -6,18 +6,20 @@ sizes from its ``min_input_size`` up. PASS: the contract holds. REFUSED: the bui
 the model and the reason. FAIL: anything else (another exception, a broken contract).
 
     python benchmarks/timm_coverage.py [--models a,b] [--configs native,os16] [--json]
+    python benchmarks/timm_coverage.py --sample 150 --seed 1 --configs native,os16,"os16 dilate"  # timm at random
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header  # noqa: E402
@@ -85,9 +87,20 @@ def check(name: str, options: Dict) -> Dict[str, str]:
     return {"verdict": verdict, "reason": reason[:300], "seconds": round(time.perf_counter() - start, 2)}
 
 
-def run(names: List[str], configs: List[str]) -> List[Dict]:
+def sample_architectures(count: int, seed: int) -> List[Tuple[str, str, str]]:
+    """``count`` of timm's names drawn at random (the largest variants left out: the sweep is about arithmetic)."""
+    import timm
+
+    large = ("huge", "giant", "gigantic", "large", "_xl", "xxl", "7b", "so400m", "bigG", "_g_", "_e_", "_518", "_448")
+    names = [name for name in timm.list_models() if not any(part in name for part in large)]
+    return [(name.split("_")[0], name, "sampled") for name in random.Random(seed).sample(names, count)]
+
+
+def run(
+    names: List[str], configs: List[str], architectures: Sequence[Tuple[str, str, str]] = ARCHITECTURES
+) -> List[Dict]:
     rows = []
-    for family, name, kind in ARCHITECTURES:
+    for family, name, kind in architectures:
         if name not in names:
             continue
         row = {"family": family, "model": name, "kind": kind}
@@ -103,7 +116,7 @@ def run(names: List[str], configs: List[str]) -> List[Dict]:
 def summary(rows: List[Dict], configs: List[str]) -> List[Dict]:
     """Per kind and configuration: PASS / REFUSED / FAIL counts and the PASS share."""
     out = []
-    for kind in ("cnn", "transformer"):
+    for kind in ("cnn", "transformer", "sampled"):
         for config in configs:
             counts: Dict[str, int] = defaultdict(int)
             for row in rows:
@@ -120,9 +133,15 @@ def main(argv=None) -> None:
     parser.add_argument("--models", default=",".join(name for _, name, _ in ARCHITECTURES))
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {', '.join(CONFIGS)}")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--sample", type=int, default=0, help="instead, this many of timm's names drawn at random")
+    parser.add_argument("--seed", type=int, default=0, help="for --sample")
     args = parser.parse_args(argv)
     configs = args.configs.split(",")
-    rows = run(args.models.split(","), configs)
+    if args.sample:
+        architectures = sample_architectures(args.sample, args.seed)
+        rows = run([name for _, name, _ in architectures], configs, architectures)
+    else:
+        rows = run(args.models.split(","), configs)
     if args.json:
         print(json.dumps({"rows": rows, "summary": summary(rows, configs)}, indent=1))
         return

@@ -249,6 +249,20 @@ def test_dilation_refuses_a_conv_that_does_not_keep_the_size():
     assert valid.dilation == (1, 1)
 
 
+def test_dynamic_same_convs_keep_computing_their_padding():
+    """timm's SAME convs that pad at run time (NFNet's ScaledStdConv2dSame, TF ports' Conv2dSame) only change their
+    stride and dilation: setting a static padding as well would pad twice."""
+    from timm.layers import Conv2dSame, ScaledStdConv2dSame
+
+    from backbones.families.timm_surgery import remove_stride
+
+    for conv in (ScaledStdConv2dSame(4, 8, 3, stride=2, padding="same"), Conv2dSame(4, 8, 3, stride=2)):
+        remove_stride("conv", conv, (True, False), "m")
+        assert conv.stride == (1, 2) and conv.padding == (0, 0)
+        with torch.no_grad():
+            assert conv(torch.randn(1, 4, 13, 10)).shape == (1, 8, 13, 5)
+
+
 def test_swin_patch_merging_with_strides_removed():
     """Swin's patch merging (a Linear over 2x2 neighbours) keeps timm's result at stride 2 and runs at stride 1."""
     from timm.models.swin_transformer import PatchMerging

@@ -170,7 +170,7 @@ def dilate_convs(
         for axis in (0, 1):
             if factor[axis] == 1 or kernel[axis] == 1 or (stride[axis] > 1 and not axes[axis]):
                 continue
-            keeps_size = padding == "same" or type(conv).__name__ == "Conv2dSame" or axes[axis]
+            keeps_size = padding == "same" or _pads_at_run_time(conv) or axes[axis]
             total = dilation[axis] * (kernel[axis] - 1)
             if not keeps_size and (isinstance(padding, str) or total % 2 or padding[axis] != total // 2):
                 raise ValueError(
@@ -179,7 +179,7 @@ def dilate_convs(
                     f"then removed, not dilated)"
                 )
             dilation[axis] *= factor[axis]
-            if isinstance(padding, list) and type(conv).__name__ != "Conv2dSame":
+            if isinstance(padding, list) and not _pads_at_run_time(conv):
                 padding[axis] = dilation[axis] * (kernel[axis] - 1) // 2
         conv.dilation = tuple(dilation)
         conv.padding = padding if isinstance(padding, str) else tuple(padding)
@@ -201,6 +201,12 @@ def _check_dilatable(trace: LayerTrace, removed: Dict[int, Tuple[bool, bool]], m
                 f"timm:{model_name} cannot be dilated: {name} ({type(module).__name__}) {kind}, which has no "
                 f"dilation; build it without dilate=True (the strides are then removed, not dilated)"
             )
+
+
+def _pads_at_run_time(conv: nn.Module) -> bool:
+    """timm's dynamic SAME convs (``Conv2dSame``, ``StdConv2dSame``, ``ScaledStdConv2dSame``) compute their padding
+    from the stride, kernel and dilation at every call: only those attributes change."""
+    return type(conv).__name__ == "Conv2dSame" or bool(getattr(conv, "same_pad", False))
 
 
 def _axes_name(axes: Tuple[bool, bool]) -> str:
@@ -252,7 +258,7 @@ def remove_stride(name: str, module: nn.Module, axes: Tuple[bool, bool], model_n
             elif drop:
                 padding[axis] = 0
                 edge[3 if axis == 0 else 1] = total  # the far edge: bottom rows, right columns
-        if type(module).__name__ == "Conv2dSame":  # timm computes SAME padding from the stride at run time
+        if _pads_at_run_time(module):
             module.stride = new_stride
             return
         module.stride, module.padding = new_stride, tuple(padding)
