@@ -1,13 +1,13 @@
 """Stride surgery for timm models: remove a feature level's downsampling, per axis, keeping the ceil grid.
 
-The downsampling layers are found, not named: a forward on the meta device with hooks on every leaf module
-records each one whose output is smaller than its input (strided convs, timm's SAME-padded convs, patchify and
-downsample convs, pools, blur pools, shortcut convs and pools, and Swin's patch merging, the one non-leaf), and
-the input's stride says which level it belongs to. Removing a stride on an axis sets it to 1 there with the
-padding that keeps the size: ``d * (k - 1) / 2`` on each side for odd kernels; for even kernels (ConvNeXt's 2x2/2
-downsample) the conv pads the far edge instead (its class becomes :class:`EdgePaddedConv2d`, its parameters stay)
-and a pool's kernel becomes 1. Parameter shapes never change, so timm's state dicts and pretrained tags load as
-before.
+The downsampling layers are found, not named: a forward on the meta device with hooks on every leaf module records
+each one whose output is smaller than its input (strided convs, timm's SAME-padded convs, patchify and downsample
+convs, CondConvs, pools, blur pools, shortcut convs and pools, and the patch merging of Swin, SwinV2 and SwinV2-CR,
+the one non-leaf), and the input's stride says which level it belongs to. Removing a stride on an axis sets it to 1
+there with the padding that keeps the size: ``d * (k - 1) / 2`` on each side for odd kernels; for even kernels
+(ConvNeXt's 2x2/2 downsample) the conv pads the far edge instead (its class becomes :class:`EdgePaddedConv2d`, its
+parameters stay) and a pool's kernel becomes 1. Parameter shapes never change, so timm's state dicts and pretrained
+tags load as before.
 
 Layers that upsample by a fixed factor to join branches (HRNet's fusion) get the ratio of the new strides.
 Dilation (``dilate=True`` where timm has no ``output_stride`` of its own) follows from the same trace: a conv that
@@ -48,7 +48,7 @@ class LayerTrace(NamedTuple):
     began; the upsampling layers (HRNet's fusion) with the native strides of their input and output."""
 
     downsamplers: Dict[int, List[Downsampler]]
-    convs: List[Tuple[str, nn.Conv2d, int]]
+    convs: List[Tuple[str, nn.Module, int]]
     calls: List[Tuple[str, nn.Module]]
     upsamplers: List[Tuple[nn.Upsample, int, int]]
 
@@ -82,7 +82,7 @@ def trace_layers(
     size = size or (4 * deepest, 6 * deepest)
     names = {id(module): name for name, module in body.named_modules()}
     found: Dict[int, List[Downsampler]] = {}
-    convs: Dict[int, Tuple[str, nn.Conv2d, int]] = {}
+    convs: Dict[int, Tuple[str, nn.Module, int]] = {}
     upsamplers: Dict[int, Tuple[nn.Upsample, int, int]] = {}
     calls: Dict[int, Tuple[str, nn.Module]] = {}
 
@@ -97,7 +97,7 @@ def trace_layers(
         grid = slice(1, 3) if merging else slice(2, 4)  # Swin's patch merging works on [N, H, W, C]
         (h_in, w_in), (h_out, w_out) = inputs[0].shape[grid], output.shape[grid]
         stride_in = size[0] // h_in
-        if isinstance(module, nn.Conv2d) and h_in and id(module) not in convs:
+        if _is_conv(module) and h_in and id(module) not in convs:
             convs[id(module)] = (names[id(module)], module, stride_in)
         if isinstance(module, nn.Upsample) and h_out and id(module) not in upsamplers:
             upsamplers[id(module)] = (module, stride_in, size[0] // h_out)
@@ -203,26 +203,37 @@ def _check_dilatable(trace: LayerTrace, removed: Dict[int, Tuple[bool, bool]], m
             )
 
 
+def _is_conv(module: nn.Module) -> bool:
+    """``nn.Conv2d`` and its subclasses, and timm's ``CondConv2d`` (a mixture of kernels, with the same attributes)."""
+    return isinstance(module, nn.Conv2d) or type(module).__name__ == "CondConv2d"
+
+
 def _pads_at_run_time(conv: nn.Module) -> bool:
-    """timm's dynamic SAME convs (``Conv2dSame``, ``StdConv2dSame``, ``ScaledStdConv2dSame``) compute their padding
-    from the stride, kernel and dilation at every call: only those attributes change."""
-    return type(conv).__name__ == "Conv2dSame" or bool(getattr(conv, "same_pad", False))
+    """timm's dynamic SAME convs (``Conv2dSame``, ``StdConv2dSame``, ``ScaledStdConv2dSame``, ``CondConv2d``)
+    compute their padding from the stride, kernel and dilation at every call: only those attributes change."""
+    dynamic = getattr(conv, "same_pad", False) or getattr(conv, "dynamic_padding", False)
+    return type(conv).__name__ == "Conv2dSame" or bool(dynamic)
 
 
 def _axes_name(axes: Tuple[bool, bool]) -> str:
     return "both axes" if all(axes) else ("the H axis" if axes[0] else "the W axis")
 
 
+_SWINS = ("timm.models.swin_transformer", "timm.models.swin_transformer_v2", "timm.models.swin_transformer_v2_cr")
+
+
 def _is_patch_merging(module: nn.Module) -> bool:
-    return type(module).__name__ == "PatchMerging" and type(module).__module__ == "timm.models.swin_transformer"
+    return type(module).__name__ == "PatchMerging" and type(module).__module__ in _SWINS
 
 
 class StridedPatchMerging(nn.Module):
     """Swin's 2x2 patch merging with a stride per axis (``merge_stride``, 1 or 2): the 2x2 neighbourhood of every
     kept position is concatenated in timm's order, the far edge padded. ``[N, H, W, C] -> [N, ceil(H/sh),
-    ceil(W/sw), C_out]``; the same ``norm`` and ``reduction`` parameters as timm's ``PatchMerging``."""
+    ceil(W/sw), C_out]``; the same ``norm`` and ``reduction`` parameters as timm's ``PatchMerging`` (SwinV2 reduces
+    before it normalises: ``norm_first`` False)."""
 
     merge_stride: Tuple[int, int]
+    norm_first: bool
     norm: nn.Module
     reduction: nn.Linear
 
@@ -236,7 +247,8 @@ class StridedPatchMerging(nn.Module):
             for dw in (0, 1)
             for dh in (0, 1)
         ]
-        return self.reduction(self.norm(torch.cat(parts, dim=-1)))
+        x = torch.cat(parts, dim=-1)
+        return self.reduction(self.norm(x)) if self.norm_first else self.norm(self.reduction(x))
 
 
 def remove_stride(name: str, module: nn.Module, axes: Tuple[bool, bool], model_name: str) -> None:
@@ -247,7 +259,7 @@ def remove_stride(name: str, module: nn.Module, axes: Tuple[bool, bool], model_n
     """
     stride = _pair(getattr(module, "stride", 1))
     new_stride = tuple(1 if drop else s for drop, s in zip(axes, stride))
-    if isinstance(module, nn.Conv2d):
+    if _is_conv(module):
         kernel, dilation = _pair(module.kernel_size), _pair(module.dilation)
         padding = list(_pair(module.padding)) if not isinstance(module.padding, str) else [0, 0]
         edge = [0, 0, 0, 0]
@@ -261,6 +273,11 @@ def remove_stride(name: str, module: nn.Module, axes: Tuple[bool, bool], model_n
         if _pads_at_run_time(module):
             module.stride = new_stride
             return
+        if any(edge) and not isinstance(module, nn.Conv2d):
+            raise ValueError(
+                f"timm:{model_name} cannot have the stride of {name} ({type(module).__name__}, an even kernel) "
+                f"removed; build it with its native strides"
+            )
         module.stride, module.padding = new_stride, tuple(padding)
         if any(edge):
             module.__class__ = EdgePaddedConv2d
@@ -278,9 +295,12 @@ def remove_stride(name: str, module: nn.Module, axes: Tuple[bool, bool], model_n
     if type(module).__name__ == "BlurPool2d":  # timm's: a fixed blur filter, padded for "same" at stride 1
         module.stride = new_stride
         return
-    if _is_patch_merging(module):
-        module.__class__ = StridedPatchMerging
-        module.merge_stride = (1 if axes[0] else 2, 1 if axes[1] else 2)
+    if _is_patch_merging(module) or isinstance(module, StridedPatchMerging):
+        current = module.merge_stride if isinstance(module, StridedPatchMerging) else (2, 2)
+        if not isinstance(module, StridedPatchMerging):
+            module.norm_first = type(module).__module__ != "timm.models.swin_transformer_v2"
+            module.__class__ = StridedPatchMerging
+        module.merge_stride = (1 if axes[0] else current[0], 1 if axes[1] else current[1])
         return
     raise ValueError(
         f"timm:{model_name} cannot have the stride of {name} ({type(module).__name__}) removed on "
