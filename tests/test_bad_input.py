@@ -83,7 +83,7 @@ BUILD = [
     ("timm:resnet_18", {}, KeyError, "unknown timm model 'resnet_18'; did you mean"),
     ("timm:resnet18", {"strides": (1, 1, 2)}, ValueError, "strides must be a sequence of 4 per-stage strides"),
     ("timm:resnet18", {"output_stride": (16, 8), "strides": (2, 2, 2, 1)}, ValueError, "pass only one of them"),
-    ("timm:vit_tiny_patch16_224", {"output_stride": 8}, ValueError, "is a vision transformer: its stride is the patch"),
+    ("timm:vit_tiny_patch16_224", {"output_stride": 8}, ValueError, "works at one stride, its patch (16)"),
     ("timm:resnet18", {"no_such_timm_option": 1}, ValueError, "timm:resnet18 does not accept"),
     (None, {}, TypeError, "name must be a string such as 'resnet50'"),
     (50, {}, TypeError, "name must be a string such as 'resnet50'"),

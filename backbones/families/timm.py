@@ -89,9 +89,9 @@ class TimmBackbone(Backbone):
         if self.plain_vit and (config.output_stride or config.strides) is not None:
             if config.output_stride != native[-1] or config.strides is not None:
                 raise ValueError(
-                    f"timm:{model_name} is a vision transformer: its stride is the patch ({native[-1]}), which "
-                    f"output_stride and strides cannot change; got output_stride={config.output_stride!r}, "
-                    f"strides={config.strides!r}"
+                    f"timm:{model_name} works at one stride, its patch ({native[-1]}): every block is at it (a vision "
+                    f"transformer, or a patch model like ConvMixer), so output_stride and strides cannot change it; "
+                    f"got output_stride={config.output_stride!r}, strides={config.strides!r}"
                 )
         if timm_stride is not None:
             probe, kwargs, timm_stride = self._with_output_stride(probe, kwargs, timm_stride)
