@@ -46,10 +46,11 @@ def fit_grid(run: Run, level_strides: Sequence[Sequence[int]], made_for: Optiona
     deepest = [max(s[0] for s in level_strides), max(s[1] for s in level_strides)]
     base = (4 * deepest[0], 4 * deepest[1])
     sizes = [(base[0] + 1, base[1] + deepest[1] - 1), (base[0] + deepest[0] // 2 + 1, base[1] + deepest[1] // 2), base]
-    problems = [_grid_problem(run, level_strides, align, sizes) for align in ([1, 1], deepest)]
-    if not problems[0] or not problems[1]:
-        align = [1, 1] if not problems[0] else deepest
-        return GridFit(align, _min_size(run, level_strides, align), None)
+    problem = ""
+    for align in ([1, 1], deepest):  # the first that fits; the deepest stride's problem is the one reported
+        problem = _grid_problem(run, level_strides, align, sizes)
+        if not problem:
+            return GridFit(align, _min_size(run, level_strides, align), None)
     if made_for is not None:
         height, width = made_for
         fitting = [(height - 3, width - 5), (height // 2 + 1, width // 3 + 1), (height, width)]
@@ -57,7 +58,7 @@ def fit_grid(run: Run, level_strides: Sequence[Sequence[int]], made_for: Optiona
             larger = _grid_problem(run, level_strides, made_for, [(height + 1, width + 1)])
             return GridFit(made_for, _min_size(run, level_strides, made_for), made_for if larger else None)
     padded = f" (nor padded to its img_size, {made_for[0]}x{made_for[1]})" if made_for is not None else ""
-    raise ValueError(f"timm:{name} does not give the ceil(H/sh) x ceil(W/sw) grid{padded}: {problems[1]}")
+    raise ValueError(f"timm:{name} does not give the ceil(H/sh) x ceil(W/sw) grid{padded}: {problem}")
 
 
 def _grid_problem(
