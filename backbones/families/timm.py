@@ -94,7 +94,11 @@ class TimmBackbone(Backbone):
                     f"got output_stride={config.output_stride!r}, strides={config.strides!r}"
                 )
         if timm_stride is not None:
-            probe, kwargs, timm_stride = self._with_output_stride(probe, kwargs, timm_stride)
+            dilated, extended = self._with_options(probe, kwargs, output_stride=timm_stride)
+            if extended is not kwargs and dilated.feature_info.reduction()[-1] == timm_stride:
+                probe, kwargs = dilated, extended
+            else:
+                timm_stride = None  # timm has no route for this model (or does not reach the stride): the generic one
         num_stages = len(probe.feature_info.reduction()) - 1
         last = config.last_stage(num_stages)
         kwargs["out_indices"] = tuple(probe.feature_info.out_indices[: last + 1])
@@ -164,22 +168,9 @@ class TimmBackbone(Backbone):
         rescale_upsamplers(trace, native, strides)
         return strides
 
-    def _with_output_stride(
-        self, probe: Any, kwargs: Dict[str, Any], stride: int
-    ) -> Tuple[Any, Dict[str, Any], Optional[int]]:
-        """timm's own dilation to ``stride`` if the model has it (and reaches it); else ``stride`` becomes ``None``
-        and the generic dilation applies."""
-        extended = dict(kwargs, output_stride=stride)
-        try:
-            dilated = self._create_on_meta(extended)
-        except ValueError:
-            return probe, kwargs, None
-        if dilated.feature_info.reduction()[-1] != stride:
-            return probe, kwargs, None
-        return dilated, extended, stride
-
     def _with_options(self, probe: Any, kwargs: Dict[str, Any], **options: Any) -> Tuple[Any, Dict[str, Any]]:
-        """The probe rebuilt with ``options`` (timm's size options), or as it was if the model refuses them."""
+        """The probe rebuilt with ``options`` (timm's size options, ``output_stride``), or as it was if the model
+        refuses them."""
         extended = dict(kwargs, **options)
         try:
             return self._create_on_meta(extended), extended
