@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from backbones import Backbone
+from backbones import Backbone, MaskedEncoderBase
 from backbones.contract import check_mask, slice_mask
 
 __all__ = ["MaskedEncoder"]
 
 
-class MaskedEncoder(nn.Module):
+class MaskedEncoder(MaskedEncoderBase):
     """Wrap a single-output backbone so that it also downsamples the padding mask.
 
     ``forward(x [N, C, H, W], mask) -> (feature [N, C_out, h, w], mask on the [h, w] grid)`` where the
@@ -25,23 +25,19 @@ class MaskedEncoder(nn.Module):
 
     def __init__(self, encoder: Backbone) -> None:
         super().__init__()
-        if not isinstance(encoder, Backbone) or encoder.multi_output:
-            stride = getattr(encoder, "output_stride", None)
+        if not isinstance(encoder, Backbone):
             raise TypeError(
-                "encoder must be a single-output backbone with output_stride (sh, sw) (built without "
-                f"out_indices), got {type(encoder).__name__} with output_stride={stride!r}"
+                "encoder must be a single-output backbones.Backbone (built without out_indices: a FeaturePyramid "
+                f"has one grid per output), got {type(encoder).__name__}"
             )
         self.encoder = encoder
-        stride = encoder.output_info[0].stride
+        stride = encoder.output_stride
         self.stride: List[int] = [stride[0], stride[1]]
 
     @property
     def out_channels(self) -> int:
-        return self.encoder.out_channels  # type: ignore[return-value]
+        return self.encoder.out_channels
 
     def forward(self, x: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
         check_mask(mask, x)
-        feature = self.encoder(x, mask)
-        if not isinstance(feature, Tensor):  # narrows the encoder's Union return for TorchScript
-            raise TypeError("encoder must return a single tensor")
-        return feature, slice_mask(mask, self.stride)
+        return self.encoder(x, mask), slice_mask(mask, self.stride)

@@ -7,14 +7,16 @@
 """
 
 from . import families  # noqa: F401  (registers the families and the timm: namespace)
-from .base import Backbone, Stages
-from .build import build_backbone, weight_sets
+from .base import Backbone, Encoder, MaskedEncoderBase, Stages
+from .build import build_backbone, build_on_meta, weight_sets
 from .config import COMMON_OPTIONS, BackboneConfig
-from .contract import FeatureInfo
+from .contract import FeatureInfo, InputLimits
 from .export import check_onnx, export_onnx
 from .families import DenseNet, DenseNetHMER, ResNet, TimmBackbone
 from .layers import Projection
 from .loading import LoadReport, WeightsMismatchError, load_weights
+from .pyramid import FeaturePyramid
+from .records import Preprocess
 from .registry import (
     BackboneEntry,
     UnknownBackboneError,
@@ -39,8 +41,13 @@ __all__ = [
     "BackboneEntry",
     "DenseNet",
     "DenseNetHMER",
+    "Encoder",
     "FeatureInfo",
+    "FeaturePyramid",
+    "InputLimits",
     "LoadReport",
+    "MaskedEncoderBase",
+    "Preprocess",
     "Projection",
     "ResNet",
     "SequentialBackbone",
@@ -54,6 +61,7 @@ __all__ = [
     "WeightsUnavailableError",
     "__version__",
     "build_backbone",
+    "build_on_meta",
     "check_onnx",
     "export_onnx",
     "get_entry",

@@ -9,17 +9,57 @@ Weights are read before anything is built, so a missing file or an unknown tag f
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union, overload
 
 import torch
 
-from .base import Backbone
+from .base import Backbone, Encoder
 from .config import COMMON_OPTIONS, BackboneConfig, Pretrained
 from .contract import PairLike
+from .loading import load_weights
+from .pyramid import FeaturePyramid
 from .registry import BackboneEntry, get_entry
 from .sources import WeightSet, collect_sets, read_pretrained
 
-__all__ = ["build_backbone", "weight_sets"]
+__all__ = ["build_backbone", "build_on_meta", "weight_sets"]
+
+
+@overload
+def build_backbone(
+    name: str,
+    *,
+    out_channels: Optional[int] = None,
+    output_stride: Optional[PairLike] = None,
+    strides: Optional[Sequence[PairLike]] = None,
+    dilate: bool = False,
+    in_channels: Optional[int] = None,
+    pretrained: Pretrained = False,
+    out_indices: None = None,
+    frozen_stages: int = -1,
+    norm_eval: bool = False,
+    adapter: str = "conv_bn",
+    drop_rate: float = 0.0,
+    **family_kwargs: Any,
+) -> Backbone: ...
+
+
+@overload
+def build_backbone(
+    name: str,
+    *,
+    out_channels: Union[None, int, Sequence[int]] = None,
+    output_stride: Optional[PairLike] = None,
+    strides: Optional[Sequence[PairLike]] = None,
+    dilate: bool = False,
+    in_channels: Optional[int] = None,
+    pretrained: Pretrained = False,
+    out_indices: Sequence[int],
+    frozen_stages: int = -1,
+    norm_eval: bool = False,
+    adapter: str = "conv_bn",
+    drop_rate: float = 0.0,
+    **family_kwargs: Any,
+) -> FeaturePyramid: ...
 
 
 def build_backbone(
@@ -37,23 +77,24 @@ def build_backbone(
     adapter: str = "conv_bn",
     drop_rate: float = 0.0,
     **family_kwargs: Any,
-) -> Backbone:
+) -> Encoder:
     """Build a registered backbone under the shape contract.
 
     Args:
         name: a name from :func:`list_backbones`, or ``"timm:<model>"``.
-        out_channels: channels of the output; ``None`` keeps the native ones (no adapter).
+        out_channels: channels of the output; ``None`` keeps the native ones (no adapter). With ``out_indices``:
+            one int for every output, or one per output.
         output_stride: int or ``(sh, sw)``; ``None`` = native. Removes the last strides first.
         strides: per-stage strides after the stem (each kept or 1, int or ``(sh, sw)``).
         dilate: turn removed strides into dilation.
         in_channels: channels of the input image; ``None`` = the family's default (3; 1 for
-            ``densenet_hmer``).
+            ``densenet_hmer``, ``resnet_fan`` and ``vgg_crnn``).
         pretrained: ``False``; ``True`` (the default ImageNet weights: torchvision's ``DEFAULT``); a weight
-            tag (torchvision's ``"IMAGENET1K_V2"`` or timm's ``"a1_in1k"``); or a ``.pth``/``.pt``/
-            ``.safetensors`` file in torchvision's, timm's, an HMER project's or this library's layout.
-            The first conv is adapted to ``in_channels``; adapters stay freshly initialised. What was
-            loaded is in ``backbone.pretrained_report``.
-        out_indices: stage indices to output (0 = stem); the forward then returns a list.
+            tag (torchvision's ``"IMAGENET1K_V2"`` or timm's ``"a1_in1k"``); or a checkpoint path (an
+            ``os.PathLike``, or a string with a suffix or a folder) in torchvision's, timm's, an OCR or HMER
+            project's or this library's layout. The first conv is adapted to ``in_channels``; adapters stay freshly
+            initialised. What was loaded is in ``pretrained_report``, how to normalise the input in ``preprocess``.
+        out_indices: stage indices to output (0 = stem): the result is then a :class:`FeaturePyramid`.
         frozen_stages: -1 none, 0 the stem, ``i`` the stem and stages 1..i (frozen, eval mode).
         norm_eval: keep every BatchNorm of the body in eval mode during training.
         adapter: ``"conv"``, ``"conv_bn"`` or ``"conv_bn_relu"`` (used when ``out_channels`` is set).
@@ -61,7 +102,8 @@ def build_backbone(
         **family_kwargs: the family's own options, e.g. ``stem="cifar"`` for ResNets.
 
     Returns:
-        A :class:`Backbone`: ``[N, in_channels, H, W] -> [N, out_channels, ceil(H/sh), ceil(W/sw)]``.
+        A :class:`Backbone` (``[N, in_channels, H, W] -> [N, out_channels, ceil(H/sh), ceil(W/sw)]``), or with
+        ``out_indices`` a :class:`FeaturePyramid` (a list, one such map per output).
     """
     config = BackboneConfig(
         out_channels=out_channels,  # type: ignore[arg-type]
@@ -78,11 +120,22 @@ def build_backbone(
     )
     entry = get_entry(name)
     _check_options(entry, family_kwargs)
-    state, source = read_pretrained(entry.name, entry.weights, pretrained) if config.wants_weights else (None, "")
-    model = entry.builder(config, **family_kwargs)
-    if state is not None:
-        model.load_pretrained(state, source, _pruned_keys(entry, model, family_kwargs))
+    weights = read_pretrained(entry.name, entry.weights, pretrained) if config.wants_weights else None
+    model = _compose(entry, config, family_kwargs)
+    if weights is not None:
+        load_weights(model, weights.state, source=weights.source)
+        backbone = model.stage_backbone()
+        if weights.preprocess is not None:
+            backbone.preprocess = weights.preprocess.for_channels(backbone.in_channels)
     return model
+
+
+def _compose(entry: BackboneEntry, config: BackboneConfig, family_kwargs: Dict[str, Any]) -> Encoder:
+    """The family's backbone, wrapped in a pyramid when several stages are wanted."""
+    if config.out_indices is None:
+        return entry.builder(config, **family_kwargs)
+    backbone = entry.builder(replace(config, out_channels=None), **family_kwargs)
+    return FeaturePyramid(backbone, config.out_indices, config.out_channels, config.adapter)
 
 
 def _check_options(entry: BackboneEntry, family_kwargs: dict) -> None:
@@ -96,16 +149,16 @@ def _check_options(entry: BackboneEntry, family_kwargs: dict) -> None:
         )
 
 
-def _pruned_keys(entry: BackboneEntry, model: Backbone, family_kwargs: dict) -> Optional[List[str]]:
-    """The keys of the full native model when ``out_indices`` left stages unbuilt (checkpoints hold them)."""
-    if len(model.feature_info) - 1 == model.num_stages:
-        return None
-    native = replace(model.config, out_indices=None, out_channels=None, frozen_stages=-1, pretrained=False)
+def build_on_meta(name: str, **kwargs: Any) -> Encoder:
+    """``build_backbone`` on the meta device, in eval mode: no weight memory, no initialisation cost (shapes,
+    parameter counts and FLOPs only; ``pretrained`` is ignored, as shapes do not depend on weights)."""
+    if kwargs.get("pretrained") not in (None, False):
+        kwargs = {**kwargs, "pretrained": False}
+    get_entry(name)  # an unknown name fails here, before anything is built
     with torch.device("meta"):
-        return list(entry.builder(native, **family_kwargs).state_dict())
+        return build_backbone(name, **kwargs).eval()
 
 
 def weight_sets(name: str) -> Dict[str, WeightSet]:
     """The published weight sets of a registered name or ``timm:<name>``, by tag (empty when none exist)."""
-    entry = get_entry(name)
-    return collect_sets(entry.name, entry.weights)
+    return collect_sets(get_entry(name).weights)

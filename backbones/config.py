@@ -7,30 +7,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from typing import Optional, Sequence, Tuple, Union
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
-from .contract import PairLike, as_pair
+from .contract import PairLike
 from .layers import ADAPTER_KINDS
 from .strides import StridePlan, plan_strides
+from .validate import check_bool, check_choice, check_float, check_int, check_pair
 
-__all__ = ["COMMON_OPTIONS", "BackboneConfig", "check_int"]
+__all__ = ["COMMON_OPTIONS", "BackboneConfig", "Pretrained"]
 
 Pretrained = Union[bool, str, "os.PathLike[str]"]
-
-
-def check_int(value: object, name: str, minimum: int) -> int:
-    """``value`` if it is an int >= ``minimum`` (bools refused), else a TypeError/ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool (True or False), got {value!r}")
-    return value
 
 
 def _as_tuple(value: object, name: str, what: str) -> object:
@@ -74,17 +60,19 @@ class BackboneConfig:
             for value in values:
                 check_int(value, "out_channels", 1)
         if self.output_stride is not None:
-            as_pair(self.output_stride, "output_stride")
+            check_pair(self.output_stride, "output_stride")
         check_bool(self.dilate, "dilate")
         check_bool(self.norm_eval, "norm_eval")
+        if isinstance(self.pretrained, Mapping):
+            raise TypeError(
+                "pretrained must be a bool, a weight tag or a file path, got a state dict; build first, then "
+                "load_weights(model, state_dict)"
+            )
         if self.pretrained is not None and not isinstance(self.pretrained, (bool, str, os.PathLike)):
             raise TypeError(f"pretrained must be a bool, a weight tag or a file path, got {self.pretrained!r}")
         check_int(self.frozen_stages, "frozen_stages", -1)
-        if self.adapter not in ADAPTER_KINDS:
-            raise ValueError(f"adapter must be one of {', '.join(ADAPTER_KINDS)}, got {self.adapter!r}")
-        rate = self.drop_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-            raise ValueError(f"drop_rate must be a float in [0, 1), got {rate!r}")
+        check_choice(self.adapter, "adapter", ADAPTER_KINDS)
+        check_float(self.drop_rate, "drop_rate", 0.0, 1.0, high_open=True)
         self._check_outputs()
 
     def _check_outputs(self) -> None:

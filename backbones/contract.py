@@ -18,15 +18,20 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from .validate import check_int
+
 __all__ = [
     "FeatureInfo",
+    "InputLimits",
     "Pair",
-    "as_pair",
     "ceil_div",
+    "check_input_size",
     "check_mask",
     "crop_to_ceil_grid",
     "downsample_mask",
     "output_size",
+    "padding_on_grid",
+    "size_problem",
     "slice_mask",
 ]
 
@@ -65,16 +70,53 @@ def output_size(height: int, width: int, stride: Pair) -> Pair:
     return ceil_div(height, stride[0]), ceil_div(width, stride[1])
 
 
-def as_pair(value: object, name: str, *, minimum: int = 1) -> Pair:
-    """Normalize an int or a 2-sequence of ints to ``(a, b)``, or raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, tuple, list)):
-        raise TypeError(f"{name} must be an int or a (h, w) tuple of ints, got {value!r}")
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in pair):
-        raise TypeError(f"{name} must be an int or a (h, w) tuple of two ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
+@dataclass(frozen=True)
+class InputLimits:
+    """The input sizes a backbone takes, declared by its family and checked by the base's forward.
+
+    Attributes:
+        min_size: smallest H and W (1 for every built-in family; some attention layers need more).
+        max_size: largest ``(H, W)``, or ``None``: models made for one size (attention sized for timm's
+            ``img_size``) pad smaller inputs to it and cannot take larger ones.
+        padded_to: the input is zero-padded inside to multiples of ``(sh, sw)`` and the outputs cropped back to the
+            ceil grid (``(1, 1)``: no padding); patchify stems and floor pooling need it.
+        reason: why there is a maximum, and how to move it (for the error message).
+    """
+
+    min_size: int = 1
+    max_size: Optional[Pair] = None
+    padded_to: Pair = (1, 1)
+    reason: str = ""
+
+    def bounds(self) -> List[int]:
+        """``[min, max_h, max_w]`` with 0 for no maximum: what :func:`size_problem` reads (TorchScript-friendly)."""
+        maximum = self.max_size or (0, 0)
+        return [self.min_size, maximum[0], maximum[1]]
+
+    def __str__(self) -> str:
+        text = f"input H, W >= {self.min_size}"
+        if self.max_size is not None:
+            text += f", H <= {self.max_size[0]}, W <= {self.max_size[1]}"
+        if self.padded_to != (1, 1):
+            text += f"; padded inside to multiples of {self.padded_to[0]}x{self.padded_to[1]}"
+        return text
+
+
+def size_problem(height: int, width: int, bounds: List[int]) -> str:
+    """Why an ``height x width`` input breaks ``bounds`` (:meth:`InputLimits.bounds`), or ``""``."""
+    if height < bounds[0] or width < bounds[0]:
+        return f"input H and W must be >= min_input_size={bounds[0]}"
+    if bounds[1] > 0 and (height > bounds[1] or width > bounds[2]):
+        return f"input H must be <= {bounds[1]} and W <= {bounds[2]} (max_input_size)"
+    return ""
+
+
+def check_input_size(height: object, width: object, limits: InputLimits) -> None:
+    """``height`` and ``width`` as an input size: ints within ``limits``, else a TypeError/ValueError naming them."""
+    for name, value, axis in (("height", height, 0), ("width", width, 1)):
+        check_int(value, name, limits.min_size)
+        if limits.max_size is not None and value > limits.max_size[axis]:  # type: ignore[operator]
+            raise ValueError(f"{name} must be <= {limits.max_size[axis]} (max_input_size), got {value!r}")
 
 
 def check_mask(mask: Tensor, image: Optional[Tensor] = None, grid: str = "image") -> Tensor:

@@ -1,4 +1,5 @@
-"""Layers of the core: ceil-rounding pooling that exports with dynamic H and W, and the 1x1 projection adapter.
+"""The layers the core and the families share: ceil-rounding pooling that exports with dynamic H and W, the 1x1
+projection adapter, the OCR families' blocks, the dense-stage loop of both DenseNets, and weight initialisation.
 
 Pooling.
 
@@ -16,24 +17,32 @@ padded form runs only while ``torch.compile`` / ``torch.export`` trace.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import List
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .contract import Pair
+from .strides import StridePlan
+from .validate import check_choice, check_int
 
 __all__ = [
     "ADAPTER_KINDS",
     "CeilPool2d",
-    "Projection",
     "ColumnPaddedMaxPool2d",
+    "OCRBasicBlock",
+    "Projection",
+    "StageSpec",
     "ceil_avg_pool2d",
     "ceil_max_pool2d",
-    "dilate_convs",
+    "ceil_pool",
+    "conv_bn_relu",
+    "dense_stages",
+    "dilate_3x3_convs",
     "init_conv_weights",
     "stride_of",
+    "two_by_two",
 ]
 
 
@@ -84,10 +93,8 @@ class CeilPool2d(nn.Module):
 
     def __init__(self, stride: Pair, mode: str = "max") -> None:
         super().__init__()
-        if mode not in ("max", "avg"):
-            raise ValueError(f"mode must be 'max' or 'avg', got {mode!r}")
+        self.mode = check_choice(mode, "mode", ("max", "avg"))
         self.stride: List[int] = [int(stride[0]), int(stride[1])]
-        self.mode = mode
 
     def forward(self, x: Tensor) -> Tensor:
         if self.mode == "max":
@@ -98,11 +105,17 @@ class CeilPool2d(nn.Module):
         return f"stride={tuple(self.stride)}, mode={self.mode!r}"
 
 
-def init_conv_weights(model: nn.Module) -> None:
-    """He (fan-out) initialisation of every conv of ``model``, as torchvision's ResNets do."""
+def ceil_pool(stride: Pair, mode: str) -> nn.Module:
+    """A :class:`CeilPool2d` for a kept stride, nothing (``nn.Identity``) for ``(1, 1)``."""
+    return CeilPool2d(stride, mode) if stride != (1, 1) else nn.Identity()
+
+
+def init_conv_weights(model: nn.Module, mode: str = "fan_out") -> None:
+    """He initialisation of every conv of ``model``: ``fan_out`` as torchvision's ResNets (and the OCR and HMER
+    projects), ``fan_in`` as its DenseNets. BatchNorms keep their construction values (weight 1, bias 0)."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(module.weight, mode=mode, nonlinearity="relu")
 
 
 def stride_of(*modules: nn.Module) -> Pair:
@@ -119,7 +132,7 @@ def stride_of(*modules: nn.Module) -> Pair:
     return total
 
 
-def dilate_convs(module: nn.Module, dilation: Pair) -> None:
+def dilate_3x3_convs(module: nn.Module, dilation: Pair) -> None:
     """Dilate every 3x3 stride-1 conv inside ``module`` in place, keeping its output size."""
     if dilation == (1, 1):
         return
@@ -143,11 +156,9 @@ class Projection(nn.Sequential):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kind: str = "conv_bn") -> None:
-        if kind not in ADAPTER_KINDS:
-            raise ValueError(f"adapter must be one of {', '.join(ADAPTER_KINDS)}, got {kind!r}")
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_choice(kind, "adapter", ADAPTER_KINDS)
+        check_int(in_channels, "in_channels", 1)
+        check_int(out_channels, "out_channels", 1)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         layers["conv"] = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=kind == "conv")
         if kind != "conv":
@@ -180,3 +191,91 @@ class ColumnPaddedMaxPool2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kernel_size=2, stride={tuple(self.stride)}, padding=columns 1+1, rows 0+1"
+
+
+# -- the OCR families' blocks (mmocr's ResNet-31, deep-text-recognition-benchmark's FAN, CRNN's VGG) -------------
+def conv_bn_relu(name: str, in_channels: int, out_channels: int, dilation: Pair = (1, 1), bias: bool = True) -> Dict:
+    """``{conv<name>, bn<name>, relu<name>}``: a 3x3 conv that keeps the size, BN and ReLU."""
+    conv = nn.Conv2d(in_channels, out_channels, 3, 1, padding=dilation, dilation=dilation, bias=bias)
+    return OrderedDict(
+        [(f"conv{name}", conv), (f"bn{name}", nn.BatchNorm2d(out_channels)), (f"relu{name}", nn.ReLU(inplace=True))]
+    )
+
+
+class OCRBasicBlock(nn.Module):
+    """mmocr's and deep-text-recognition-benchmark's basic block: 3x3 conv -> BN -> ReLU -> 3x3 conv -> BN, plus a
+    1x1 conv + BN shortcut where the channels change; ``[N, C, H, W] -> [N, planes, H, W]``."""
+
+    def __init__(self, in_channels: int, planes: int, dilation: Pair) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, planes, 3, 1, padding=dilation, dilation=dilation, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample: Optional[nn.Module] = None
+        if in_channels != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(in_channels, planes, 1, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+def two_by_two(name: str, channels: int, stride: Pair, pad_columns: bool, bias: bool = False) -> Dict[str, nn.Module]:
+    """``pad<name>, conv<name>, bn<name>, relu<name>``: a 2x2 conv at ``stride``; ``pad_columns`` pads a column on
+    each side as FAN's ``conv4_1`` (one more column), else the columns are valid (one fewer), as ``conv4_2``
+    and CRNN's ``conv6``; one zero row at the bottom rounds the rows up."""
+    pad = nn.ZeroPad2d((1, 1, 0, 1) if pad_columns else (0, 0, 0, 1))
+    conv = nn.Conv2d(channels, channels, 2, stride, bias=bias)
+    return OrderedDict(
+        [(f"pad{name}", pad), (f"conv{name}", conv), (f"bn{name}", nn.BatchNorm2d(channels)),
+         (f"relu{name}", nn.ReLU(inplace=True))]
+    )  # fmt: skip
+
+
+# -- the stage loop of both DenseNets ----------------------------------------------------------------------------
+class StageSpec(NamedTuple):
+    """One stage for ``SequentialBackbone.add_stage(*spec)``."""
+
+    name: str
+    modules: Dict[str, nn.Module]
+    channels: int
+    stride: Pair
+    dilation: Pair
+
+
+def dense_stages(
+    plan: StridePlan,
+    block_layers: Sequence[int],
+    channels: int,
+    *,
+    last: int,
+    names: Tuple[str, str],
+    transition: Callable[[int, Pair], Tuple[nn.Module, int]],
+    block: Callable[[int, int], Tuple[nn.Module, int]],
+    tail: Callable[[int], Dict[str, nn.Module]],
+) -> Iterator[StageSpec]:
+    """The stages after a DenseNet stem: ``transition{i-1}`` (from stage 2 on; its pooling is the stride),
+    ``block{i}`` (its 3x3 convs dilated as planned), and after the last block the ``tail`` modules.
+
+    Args:
+        plan: the stride plan; block_layers: dense layers per block; channels: the stem's channels.
+        last: the deepest stage to build.
+        names: the block and transition module prefixes, e.g. ``("denseblock", "transition")``.
+        transition: ``(channels, stride) -> (module, out_channels)``.
+        block: ``(num_layers, channels) -> (module, out_channels)``.
+        tail: ``channels -> modules`` that end the last stage.
+    """
+    block_name, transition_name = names
+    for index, (stage_plan, num_layers) in enumerate(zip(plan.stages, block_layers), start=1):
+        if index > last:
+            return
+        modules: Dict[str, nn.Module] = OrderedDict()
+        if index > 1:
+            modules[f"{transition_name}{index - 1}"], channels = transition(channels, stage_plan.stride)
+        modules[f"{block_name}{index}"], channels = block(num_layers, channels)
+        dilate_3x3_convs(modules[f"{block_name}{index}"], stage_plan.dilation)
+        if index == len(block_layers):
+            modules.update(tail(channels))
+        yield StageSpec(f"{block_name}{index}", modules, channels, stage_plan.output_stride, stage_plan.dilation)

@@ -1,12 +1,13 @@
-"""Tensors go into a model: key layout detection, remapping, input-conv adaptation, strict checks.
+"""Tensors go into a model: key layout detection, remapping, input-conv adaptation, strict checks, atomic copy.
 
-The checkpoint may use torchvision's, timm's, an HMER project's or our own key names, and may be a whole
-model (a recognizer, a Lightning module) of which the backbone is a part: the prefix under which most keys
-match is found and stripped, the family renames the rest (:meth:`Backbone.checkpoint_key`), and then every
-tensor of the backbone must be found with the right shape. Only three things are forgiven, and reported:
-the first conv's input channels are adapted (summed over RGB for one channel, repeated and rescaled
-otherwise, as timm does), adapters missing from the file keep their fresh initialisation, and tensors of
-stages this configuration does not build (``out_indices``) or of a classifier head are ignored.
+The checkpoint may use torchvision's, timm's, an OCR or HMER project's or our own key names, and may be a whole
+model (a recognizer, a Lightning module) of which the backbone is a part: the family first translates a whole
+foreign layout (``Backbone.translate_checkpoint``: timm's full-model names), the prefix under which most keys match
+is found and stripped, the family renames the rest key by key (``Backbone.checkpoint_key``), and then every tensor
+of the model must be found with the right shape. Only three things are forgiven, and reported: the first conv's
+input channels are adapted (summed over RGB for one channel, repeated and rescaled otherwise, as timm does),
+adapters missing from the file keep their fresh initialisation, and tensors of stages this configuration does
+not build (``out_indices``) or of a classifier head are ignored.
 """
 
 from __future__ import annotations
@@ -15,57 +16,23 @@ import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Collection, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Collection, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from .sources import read_state_dict
-
-if TYPE_CHECKING:
-    from .base import Backbone
+from .base import Backbone, Encoder
+from .records import LoadReport, key_list
+from .sources import read_state_dict, unwrap_container
 
 __all__ = ["LoadReport", "WeightsMismatchError", "adapt_first_conv", "first_conv_name", "load_weights"]
 
 _logger = logging.getLogger(__name__)
-_SHOWN = 12
+_ADAPTERS = "adapters."
 
 
 class WeightsMismatchError(ValueError):
-    """A checkpoint whose tensors do not fit the backbone; the message lists the keys by name."""
-
-
-@dataclass
-class LoadReport:
-    """What :func:`load_weights` did. ``initialised`` lists tensors that kept their fresh initialisation."""
-
-    source: str
-    prefix: str = ""
-    loaded: int = 0
-    renamed: int = 0
-    adapted: List[str] = field(default_factory=list)
-    initialised: List[str] = field(default_factory=list)
-    ignored: List[str] = field(default_factory=list)
-    outside_prefix: int = 0
-
-    def __str__(self) -> str:
-        lines = [f"loaded {self.loaded} tensors from {self.source}"]
-        if self.prefix:
-            lines.append(f"  prefix {self.prefix!r} stripped ({self.outside_prefix} tensors outside it skipped)")
-        if self.renamed:
-            lines.append(f"  {self.renamed} keys renamed to this library's module names")
-        lines += [f"  adapted: {name}" for name in self.adapted]
-        if self.initialised:
-            lines.append(f"  freshly initialised (not in the file): {_names(self.initialised)}")
-        if self.ignored:
-            lines.append(f"  ignored (classifier head or stages not built): {_names(self.ignored)}")
-        return "\n".join(lines)
-
-
-def _names(keys: Collection[str]) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:_SHOWN])
-    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > _SHOWN else shown
+    """A checkpoint whose tensors do not fit the model; the message lists the keys by name."""
 
 
 def first_conv_name(model: Backbone) -> str:
@@ -88,14 +55,24 @@ def adapt_first_conv(weight: Tensor, in_channels: int) -> Tensor:
     return adapt_input_conv(in_channels, weight.float(), base_chans=weight.shape[1]).to(weight.dtype)
 
 
-def _find_prefix(model: Backbone, keys: List[str], targets: Collection[str]) -> Tuple[str, int]:
+def _model_key(model: Encoder, key: str) -> Optional[str]:
+    """``model``'s state-dict name for a checkpoint key (prefix already stripped), or ``None`` to drop it."""
+    if key.startswith(_ADAPTERS):
+        return key
+    prefix = model.key_prefix
+    inner = key[len(prefix) :] if prefix and key.startswith(prefix) else key
+    name = model.stage_backbone().checkpoint_key(inner)
+    return None if name is None else prefix + name
+
+
+def _find_prefix(model: Encoder, keys: List[str], targets: Collection[str]) -> Tuple[str, int]:
     """The prefix (``""`` or ending in ``.``) under which the most keys map onto ``targets``."""
     scores: Dict[str, int] = defaultdict(int)
     for key in keys:
         parts = key.split(".")
         for cut in range(len(parts)):
             prefix = ".".join(parts[:cut]) + ("." if cut else "")
-            if model.checkpoint_key(key[len(prefix) :]) in targets:
+            if _model_key(model, key[len(prefix) :]) in targets:
                 scores[prefix] += 1
     if not scores:
         return "", 0
@@ -120,25 +97,104 @@ def _tensor_problem(tensor: object, target: Tensor) -> Optional[str]:
     return None
 
 
-def _checked_state(checkpoint: object, source: Optional[str]) -> Tuple[Dict[str, Tensor], str]:
+def _checked_state(checkpoint: object, source: Optional[str]) -> Tuple[Dict[str, object], str]:
+    """A path or a mapping as a flat state dict (training containers unwrapped, as for files), and its name."""
     if isinstance(checkpoint, Mapping):
-        bad = [repr(key) for key in checkpoint if not isinstance(key, str)]
+        state = unwrap_container(checkpoint)
+        bad = [repr(key) for key in state if not isinstance(key, str)]
         if bad:
             raise WeightsMismatchError(f"state dict keys must be strings, got {', '.join(bad[:5])}")
-        return dict(checkpoint), source or "a state dict"
+        return dict(state), source or "a state dict"
     if isinstance(checkpoint, (str, os.PathLike)):
-        return read_state_dict(checkpoint), source or str(checkpoint)
+        return dict(read_state_dict(checkpoint)), source or str(checkpoint)
     raise TypeError(
         f"checkpoint must be a file path (.pth/.pt/.ckpt/.safetensors) or a state dict (a mapping of names to "
         f"tensors), got {type(checkpoint).__name__}"
     )
 
 
-def _copy_atomically(model: nn.Module, own: Dict[str, Tensor], to_load: Dict[str, Tensor], source: str) -> None:
-    """``load_state_dict`` of ``to_load``; if it fails part-way, every tensor it touched gets its old value back."""
+@dataclass
+class _Plan:
+    """The checked tensors to copy, and what is wrong, by kind."""
+
+    to_load: Dict[str, Tensor] = field(default_factory=dict)
+    unexpected: List[str] = field(default_factory=list)
+    mis_shaped: List[str] = field(default_factory=list)
+    unusable: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+
+
+def _map_keys(model: Encoder, state: Dict[str, object], prefix: str, report: LoadReport) -> Dict[str, object]:
+    mapped: Dict[str, object] = {}
+    for key, value in state.items():
+        if not key.startswith(prefix):
+            report.outside_prefix += 1
+            continue
+        name = _model_key(model, key[len(prefix) :])
+        if name is None:
+            report.ignored.append(key[len(prefix) :])
+            continue
+        report.renamed += name != key[len(prefix) :]
+        mapped[name] = value
+    return mapped
+
+
+def _plan(
+    model: Encoder, own: Dict[str, Tensor], mapped: Dict[str, object], reference: Collection[str], report: LoadReport
+) -> _Plan:
+    first_conv = model.key_prefix + first_conv_name(model.stage_backbone()) + ".weight"
+    plan = _Plan()
+    for name, tensor in mapped.items():
+        if name not in own:
+            if isinstance(tensor, Tensor):
+                (report.ignored if name in reference else plan.unexpected).append(name)
+            continue
+        problem = _tensor_problem(tensor, own[name])
+        if problem is not None:
+            plan.unusable.append(f"{name} ({problem})")
+            continue
+        wanted = own[name].shape
+        same_kernel = tensor.dim() == 4 and tensor.shape[0] == wanted[0] and tensor.shape[2:] == wanted[2:]
+        if name == first_conv and tensor.shape != wanted and same_kernel:
+            source_shape = tuple(tensor.shape)
+            tensor = adapt_first_conv(tensor, wanted[1])
+            report.adapted.append(f"{name}: {source_shape} -> {tuple(wanted)} (input channels)")
+        if tensor.shape != wanted:
+            plan.mis_shaped.append(f"{name} (file {tuple(tensor.shape)}, model {tuple(wanted)})")
+            continue
+        plan.to_load[name] = tensor
+    absent = [k for k in own if k not in plan.to_load and not k.endswith("num_batches_tracked") and k not in mapped]
+    report.initialised = [k for k in absent if k.startswith(_ADAPTERS)]
+    plan.missing = [k for k in absent if not k.startswith(_ADAPTERS)]
+    return plan
+
+
+def _refusal(model: Encoder, plan: _Plan, source: str, prefix: str) -> Optional[WeightsMismatchError]:
+    kinds = (("missing", plan.missing), ("unexpected", plan.unexpected), ("mis-shaped", plan.mis_shaped),
+             ("unusable", plan.unusable))  # fmt: skip
+    problems = [f"{title} ({len(keys)}): {key_list(keys)}" for title, keys in kinds if keys]
+    if not problems:
+        return None
+    strip = model.key_prefix
+    hint = model.stage_backbone().mismatch_hint(
+        [k[len(strip) :] for k in plan.missing], [k[len(strip) :] for k in plan.unexpected]
+    )
+    if hint:
+        problems.append(f"hint: {hint}")
+    where = f" under the prefix {prefix!r}" if prefix else ""
+    return WeightsMismatchError(
+        f"checkpoint {source} does not fit {type(model.stage_backbone()).__name__}{where} (the model is "
+        f"unchanged):\n  " + "\n  ".join(problems)
+    )
+
+
+def copy_atomically(model: nn.Module, to_load: Mapping[str, Tensor], source: str) -> None:
+    """``load_state_dict(to_load, strict=False)`` of checked tensors; if it fails part-way, every tensor it touched
+    gets its old value back."""
+    own = model.state_dict()
     backup = {name: own[name].detach().clone() for name in to_load}
     try:
-        result = model.load_state_dict(to_load, strict=False)
+        result = model.load_state_dict(dict(to_load), strict=False)
     except Exception as error:
         with torch.no_grad():
             for name, value in backup.items():
@@ -149,10 +205,9 @@ def _copy_atomically(model: nn.Module, own: Dict[str, Tensor], to_load: Dict[str
 
 
 def load_weights(
-    model: Backbone,
+    model: Encoder,
     checkpoint: Union[str, os.PathLike, Mapping[str, Tensor]],
     *,
-    reference_keys: Optional[Collection[str]] = None,
     source: Optional[str] = None,
 ) -> LoadReport:
     """Load a checkpoint into ``model`` strictly and atomically, in any supported key layout.
@@ -161,89 +216,41 @@ def load_weights(
     load that fails for any reason leaves the model bit-identical to before.
 
     Args:
-        model: a built :class:`~backbones.Backbone` (its ``checkpoint_key`` renames foreign layouts).
-        checkpoint: a file path (``.pth``/``.pt``/``.safetensors``) or a state dict.
-        reference_keys: the keys of the family's full native model; checkpoint tensors under these keys
-            that this model lacks (stages pruned by ``out_indices``) are ignored instead of refused.
+        model: a :class:`~backbones.Backbone` or ``FeaturePyramid`` (its family renames foreign layouts).
+        checkpoint: a file path (``.pth``/``.pt``/``.ckpt``/``.safetensors``) or a state dict; training
+            containers (``state_dict``, ``model``, ...) are unwrapped, a whole model's prefix stripped.
         source: how the report names the checkpoint.
 
     Returns:
-        A :class:`LoadReport`; also stored as ``model.pretrained_report``.
+        A :class:`LoadReport`; also stored as ``model.pretrained_report`` (and ``model.preprocess`` becomes
+        ``None``: a file does not say how to normalise the input).
 
     Raises:
         WeightsMismatchError: missing, unexpected, mis-shaped or unusable tensors, listed by name.
     """
-    from .base import Backbone
-
-    if not isinstance(model, Backbone):
-        raise TypeError(f"model must be a backbones.Backbone, got {type(model).__name__}")
+    if not isinstance(model, Encoder):
+        raise TypeError(f"model must be a backbones.Backbone or FeaturePyramid, got {type(model).__name__}")
     if source is not None and not isinstance(source, str):
         raise TypeError(f"source must be a string (how reports name the checkpoint), got {source!r}")
-    if reference_keys is not None and (isinstance(reference_keys, str) or not isinstance(reference_keys, Collection)):
-        raise TypeError(f"reference_keys must be a collection of key names, got {reference_keys!r}")
     state, source = _checked_state(checkpoint, source)
+    backbone = model.stage_backbone()
+    state = backbone.translate_checkpoint(state)  # type: ignore[arg-type]
     own = model.state_dict()
-    reference = set(reference_keys or ()) | set(own)
+    reference = set(own) | {model.key_prefix + key for key in backbone.unbuilt_keys()}
     prefix, score = _find_prefix(model, list(state), reference)
     if score == 0:
         raise WeightsMismatchError(
-            f"no tensor of {source} matches a parameter of {type(model).__name__}: the file has keys like "
-            f"{_names(list(state)[:5])}; the model expects keys like {_names(list(own)[:5])}"
+            f"no tensor of {source} matches a parameter of {type(backbone).__name__}: the file has keys like "
+            f"{key_list(list(state)[:5])}; the model expects keys like {key_list(list(own)[:5])}"
         )
     report = LoadReport(source=source, prefix=prefix)
-    mapped: Dict[str, Tensor] = {}
-    for key, tensor in state.items():
-        if not key.startswith(prefix):
-            report.outside_prefix += 1
-            continue
-        name = model.checkpoint_key(key[len(prefix) :])
-        if name is None:
-            report.ignored.append(key[len(prefix) :])
-            continue
-        report.renamed += name != key[len(prefix) :]
-        mapped[name] = tensor
-
-    first_conv = first_conv_name(model) + ".weight"
-    unexpected, mis_shaped, unusable, to_load = [], [], [], {}
-    for name, tensor in mapped.items():
-        if name not in own:
-            (report.ignored if name in reference else unexpected).append(name)
-            continue
-        problem = _tensor_problem(tensor, own[name])
-        if problem is not None:
-            unusable.append(f"{name} ({problem})")
-            continue
-        wanted = own[name].shape
-        same_kernel = tensor.dim() == 4 and tensor.shape[0] == wanted[0] and tensor.shape[2:] == wanted[2:]
-        if name == first_conv and tensor.shape != wanted and same_kernel:
-            source_shape = tuple(tensor.shape)
-            tensor = adapt_first_conv(tensor, wanted[1])
-            report.adapted.append(f"{name}: {source_shape} -> {tuple(wanted)} (input channels)")
-        if tensor.shape != wanted:
-            mis_shaped.append(f"{name} (file {tuple(tensor.shape)}, model {tuple(wanted)})")
-            continue
-        to_load[name] = tensor
-    missing = [k for k in own if k not in to_load and not k.endswith("num_batches_tracked") and k not in mapped]
-    report.initialised = [k for k in missing if k.startswith("adapters.")]
-    missing = [k for k in missing if not k.startswith("adapters.")]
-    if missing or unexpected or mis_shaped or unusable:
-        problems = [
-            f"{title} ({len(keys)}): {_names(keys)}"
-            for title, keys in (
-                ("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped), ("unusable", unusable)
-            )
-            if keys
-        ]  # fmt: skip
-        where = f" under the prefix {prefix!r}" if prefix else ""
-        hint = model.mismatch_hint(missing, unexpected)
-        if hint:
-            problems.append(f"hint: {hint}")
-        raise WeightsMismatchError(
-            f"checkpoint {source} does not fit {type(model).__name__}{where} (the model is unchanged):\n  "
-            + "\n  ".join(problems)
-        )
-    _copy_atomically(model, own, to_load, source)
-    report.loaded = len(to_load)
-    model.pretrained_report = report
+    plan = _plan(model, own, _map_keys(model, state, prefix, report), reference, report)
+    refusal = _refusal(model, plan, source, prefix)
+    if refusal is not None:
+        raise refusal
+    copy_atomically(model, plan.to_load, source)
+    report.loaded = len(plan.to_load)
+    backbone.pretrained_report = report
+    backbone.preprocess = None
     _logger.info("%s", report)
     return report

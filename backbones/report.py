@@ -11,13 +11,11 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .base import Backbone
-from .build import build_backbone
+from .base import Encoder
 from .contract import Pair, output_size
-from .meta import count_flops, eval_mode, meta_call
-from .registry import get_entry
+from .meta import eval_mode, meta_call
 
-__all__ = ["BackboneReport", "StageReport", "build_on_meta", "count_flops", "describe"]
+__all__ = ["BackboneReport", "StageReport", "describe"]
 
 
 @dataclass(frozen=True)
@@ -58,26 +56,16 @@ class BackboneReport:
         return data
 
 
-def build_on_meta(name: str, **kwargs: Any) -> Backbone:
-    """``build_backbone`` on the meta device: no weight memory, no initialisation cost."""
-    if kwargs.get("pretrained") not in (None, False):
-        kwargs = {**kwargs, "pretrained": False}  # shapes do not depend on weights
-    get_entry(name)  # an unknown name fails here, before anything is built
-    with torch.device("meta"):
-        return build_backbone(name, **kwargs).eval()
-
-
 def describe(
-    model: Backbone, input_shape: Sequence[int], name: str = "", options: Dict[str, Any] | None = None
+    model: Encoder, input_shape: Sequence[int], name: str = "", options: Dict[str, Any] | None = None
 ) -> BackboneReport:
     """Per-stage shapes, output shapes, the contract's shapes, parameters and FLOPs for ``input_shape``."""
     x = torch.empty(tuple(input_shape), device="meta")
     counter = FlopCounterMode(display=False)
     with eval_mode(model):
         with counter:
-            out = meta_call(model, "forward", x)
-        stage_outputs = meta_call(model, "forward_stages", x)
-    outputs: List[torch.Tensor] = out if isinstance(out, list) else [out]
+            outputs: List[torch.Tensor] = meta_call(model, "forward_outputs", x)
+        stage_outputs = meta_call(model.stage_backbone(), "forward_stages", x)
     n, _, h, w = input_shape
     stages = tuple(
         StageReport(info.index, info.name, info.channels, info.stride, info.dilation, tuple(t.shape))

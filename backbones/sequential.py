@@ -23,15 +23,25 @@ class SequentialBackbone(Backbone):
     """
 
     crop_to_grid: ClassVar[bool] = False
+    """Crop each stage's output to the ceil grid (the chain goes on with the uncropped map)."""
     bare_checkpoint_keys: ClassVar[bool] = False
     """The projects' checkpoints name the chain's modules at top level (``conv1.weight``, as HMER and OCR code
     does): their keys are looked up under ``features.``."""
 
+    def _begin_build(self) -> None:
+        self.features = nn.ModuleDict()
+        self.stage_ends: List[str] = []
+        self.stage_strides: List[List[int]] = []
+        self.crop_outputs: bool = self.crop_to_grid
+
     def checkpoint_key(self, key: str) -> Optional[str]:
         renamed = super().checkpoint_key(key)
-        if renamed is None or not self.bare_checkpoint_keys or renamed.startswith(("features.", "adapters.")):
+        if renamed is None or not self.bare_checkpoint_keys or renamed.startswith("features."):
             return renamed
         return f"features.{renamed}"
+
+    def fusion_chains(self) -> List[nn.Module]:
+        return [self.features]
 
     def add_stage(
         self,
@@ -50,11 +60,6 @@ class SequentialBackbone(Backbone):
             stride: ``(sh, sw)`` total stride of the stage's output.
             dilation: dilation of the stage's convolutions.
         """
-        if "features" not in self._modules:
-            self.features = nn.ModuleDict()
-            self.stage_ends: List[str] = []
-            self.stage_strides: List[List[int]] = []
-            self.crop_outputs: bool = self.crop_to_grid
         index = len(self.stage_ends)
         for key, module in modules.items():
             self.features[key] = module

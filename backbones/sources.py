@@ -1,11 +1,15 @@
 """A source becomes tensors: named weight sets, the local cache, downloads, safe file reading.
 
 A registered name's weight sets are torchvision's (``"IMAGENET1K_V1"``, ``"IMAGENET1K_V2"``,
-``"DEFAULT"``) and timm's pretrained tags (``"a1_in1k"``, ``"tv_in1k"``, ...). ``pretrained=True`` is
-torchvision's ``DEFAULT`` (timm's default tag for ``timm:<name>`` models). Files are cached under
-``<torch hub dir>/checkpoints/`` with torchvision's file names, and as ``<model>.<tag>.safetensors``
-for timm's; a file already in the Hugging Face cache is used as it is. Nothing is ever unpickled:
-``torch.load(weights_only=True)`` or safetensors.
+``"DEFAULT"``) and timm's pretrained tags (``"a1_in1k"``, ``"tv_in1k"``, ...), each with the
+:class:`~backbones.records.Preprocess` its source declares. ``pretrained=True`` is torchvision's ``DEFAULT``
+(timm's default tag for ``timm:<name>`` models). Files are cached under ``<torch hub dir>/checkpoints/`` with
+torchvision's file names, and as ``<model>.<tag>.safetensors`` for timm's; a file already in the Hugging Face cache
+is used as it is. Nothing is ever unpickled: ``torch.load(weights_only=True)`` or safetensors.
+
+``pretrained=`` is read one way only: ``True``/``False``; a weight tag of the name (tags first); a path, which is
+an ``os.PathLike`` or a string with a suffix or a folder separator. A string that is both is an error naming both
+readings, and a string that is neither names the tags there are.
 """
 
 from __future__ import annotations
@@ -16,26 +20,29 @@ import urllib.error
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from .records import Preprocess
+
 __all__ = [
     "CHECKPOINT_SUFFIXES",
     "CheckpointReadError",
+    "PretrainedWeights",
     "TimmWeights",
     "TorchvisionWeights",
     "WeightSet",
     "WeightSource",
     "WeightsUnavailableError",
     "cache_dir",
-    "choose_weight_set",
     "collect_sets",
     "fetch",
-    "is_checkpoint_path",
     "read_pretrained",
     "read_state_dict",
+    "resolve_pretrained",
+    "unwrap_container",
 ]
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
@@ -60,6 +67,7 @@ class WeightSet:
         tag: the name users pass as ``pretrained=`` (``"IMAGENET1K_V2"``, ``"a1_in1k"``).
         url: where the file is downloaded from.
         filename: its name in ``<torch hub dir>/checkpoints/``.
+        preprocess: the input normalisation the source declares (mean, std, input size, interpolation).
         hf_hub_id: the Hugging Face repository of a timm weight set.
     """
 
@@ -67,6 +75,7 @@ class WeightSet:
     tag: str
     url: str
     filename: str
+    preprocess: Optional[Preprocess] = None
     hf_hub_id: Optional[str] = None
 
     @property
@@ -103,7 +112,7 @@ class TorchvisionWeights(WeightSource):
         except ValueError:
             return []
         return [
-            WeightSet("torchvision", tag, weights.url, weights.url.rsplit("/", 1)[-1])
+            WeightSet("torchvision", tag, weights.url, weights.url.rsplit("/", 1)[-1], _torchvision_preprocess(weights))
             for tag, weights in enum.__members__.items()
         ]
 
@@ -113,9 +122,11 @@ class TorchvisionWeights(WeightSource):
 
 @dataclass(frozen=True)
 class TimmWeights(WeightSource):
-    """timm's pretrained tags of ``architecture`` (``a1_in1k``, ``tv_in1k``, ...)."""
+    """timm's pretrained tags of ``architecture`` (``a1_in1k``, ``tv_in1k``, ...); ``default`` is the tag
+    ``pretrained=True`` takes (``None``: timm's default for the architecture)."""
 
     architecture: str
+    default: Optional[str] = None
 
     def sets(self) -> List[WeightSet]:
         import timm
@@ -134,17 +145,28 @@ class TimmWeights(WeightSource):
             else:
                 continue
             suffix = ".safetensors" if url.endswith(".safetensors") else Path(url).suffix or ".pth"
-            sets.append(WeightSet("timm", tag, url, f"{full_name}{suffix}", cfg.hf_hub_id or None))
+            size = tuple(cfg.input_size[-2:]) if cfg.input_size else None
+            preprocess = Preprocess(tuple(cfg.mean), tuple(cfg.std), size, cfg.interpolation or "bilinear")  # type: ignore[arg-type]
+            sets.append(WeightSet("timm", tag, url, f"{full_name}{suffix}", preprocess, cfg.hf_hub_id or None))
         return sets
 
     def default_tag(self) -> Optional[str]:
         from timm.models import get_pretrained_cfg
 
+        if self.default is not None:
+            return self.default
         cfg = get_pretrained_cfg(self.architecture)
         return cfg.tag if cfg is not None else None
 
 
-def collect_sets(name: str, sources: Sequence[WeightSource]) -> Dict[str, WeightSet]:
+def _torchvision_preprocess(weights: Any) -> Preprocess:
+    """What torchvision's ``weights.transforms`` (an ``ImageClassification`` preset) normalises with."""
+    preset = weights.transforms()
+    crop = preset.crop_size[0] if isinstance(preset.crop_size, (list, tuple)) else preset.crop_size
+    return Preprocess(tuple(preset.mean), tuple(preset.std), (int(crop), int(crop)), preset.interpolation.value)
+
+
+def collect_sets(sources: Sequence[WeightSource]) -> Dict[str, WeightSet]:
     """The weight sets of ``sources`` by tag, the first source's first (it also gives the default)."""
     sets: Dict[str, WeightSet] = {}
     for source in sources:
@@ -153,33 +175,51 @@ def collect_sets(name: str, sources: Sequence[WeightSource]) -> Dict[str, Weight
     return sets
 
 
-def choose_weight_set(name: str, sources: Sequence[WeightSource], pretrained: Union[bool, str]) -> WeightSet:
-    """The weight set for ``pretrained=True`` (the first source's default) or a tag; ``ValueError`` lists the
-    tags there are."""
-    sets = collect_sets(name, sources)
-    tag: object = pretrained
+def default_weight_set(sources: Sequence[WeightSource]) -> Optional[WeightSet]:
+    """What ``pretrained=True`` means: the first source's default tag (``None`` when there are no weights)."""
+    sets = collect_sets(sources)
+    tag = next((t for t in (s.default_tag() for s in sources) if t in sets), next(iter(sets), None))
+    return sets.get(tag) if tag is not None else None
+
+
+def _looks_like_path(value: str) -> bool:
+    return Path(value).suffix != "" or os.sep in value or "/" in value
+
+
+def resolve_pretrained(
+    name: str, sources: Sequence[WeightSource], pretrained: Union[bool, str, os.PathLike]
+) -> Union[WeightSet, Path]:
+    """What ``pretrained=`` names: a weight set (``True`` or a tag) or a checkpoint path.
+
+    Raises:
+        ValueError: no weights for ``True``; a string that is neither a tag nor a path (lists the tags), or both.
+    """
+    if isinstance(pretrained, os.PathLike):
+        return Path(pretrained)
+    sets = collect_sets(sources)
     if pretrained is True:
-        tag = next((t for t in (s.default_tag() for s in sources) if t in sets), next(iter(sets), None))
-    if tag in sets:
-        return sets[tag]  # type: ignore[index]
-    if not sets:
+        chosen = default_weight_set(sources)
+        if chosen is None:
+            raise ValueError(
+                f"pretrained=True: {name} has no published ImageNet weights; pass a checkpoint file "
+                f"(.pth/.pt/.ckpt/.safetensors) as pretrained=..."
+            )
+        return chosen
+    path_like = isinstance(pretrained, str) and _looks_like_path(pretrained)
+    if pretrained in sets and path_like:
         raise ValueError(
-            f"pretrained={pretrained!r}: {name} has no published ImageNet weights; pass a checkpoint file "
-            f"(.pth/.pt/.safetensors) as pretrained=..."
+            f"pretrained={pretrained!r} is both a weight tag of {name} and a file path; pass pathlib.Path(...) "
+            f"for the file, or a plain tag"
         )
+    if pretrained in sets:
+        return sets[pretrained]  # type: ignore[index]
+    if path_like:
+        return Path(pretrained)  # type: ignore[arg-type]
+    tags = f"one of the weight tags of {name}: {', '.join(sets)}" if sets else f"a tag ({name} has none)"
     raise ValueError(
-        f"pretrained must be True, False, a checkpoint path or one of the weight tags of {name}: "
-        f"{', '.join(sets)}; got {pretrained!r}"
+        f"pretrained must be True, False, {tags}, or a checkpoint path (an os.PathLike, or a string with a suffix "
+        f"such as .pth or a folder, ./{pretrained}); got {pretrained!r}"
     )
-
-
-def is_checkpoint_path(value: object) -> bool:
-    """Whether ``pretrained=value`` names a file rather than a weight tag."""
-    if isinstance(value, os.PathLike):
-        return True
-    if not isinstance(value, str):
-        return False
-    return value.lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in value or "/" in value or os.path.exists(value)
 
 
 def _hf_cached(weight_set: WeightSet) -> Optional[Path]:
@@ -222,13 +262,21 @@ def fetch(weight_set: WeightSet, *, progress: bool = False) -> Path:
     return target
 
 
-def _unwrap(checkpoint: Any, origin: str) -> Dict[str, Tensor]:
+def unwrap_container(checkpoint: Any) -> Any:
+    """The state dict inside a training checkpoint: ``{"state_dict": ...}`` (Lightning, mmengine, OpenOCR),
+    ``{"model": ..., "step": tensor(5)}``, ... up to three levels deep; anything else as it is."""
     for _ in range(3):
-        if isinstance(checkpoint, Mapping) and not any(isinstance(v, Tensor) for v in checkpoint.values()):
-            inner = next((checkpoint[k] for k in _CONTAINER_KEYS if isinstance(checkpoint.get(k), Mapping)), None)
-            if inner is None:
-                break
-            checkpoint = inner
+        if not isinstance(checkpoint, Mapping):
+            break
+        inner = next((checkpoint[k] for k in _CONTAINER_KEYS if isinstance(checkpoint.get(k), Mapping)), None)
+        if inner is None:
+            break
+        checkpoint = inner
+    return checkpoint
+
+
+def _tensors_of(checkpoint: Any, origin: str) -> Dict[str, Tensor]:
+    checkpoint = unwrap_container(checkpoint)
     if not isinstance(checkpoint, Mapping):
         raise CheckpointReadError(f"pretrained file {origin} holds a {type(checkpoint).__name__}, not a state dict")
     tensors = {str(k): v for k, v in checkpoint.items() if isinstance(v, Tensor)}
@@ -257,7 +305,7 @@ def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, Tensor]:
     if path.stat().st_size == 0:
         raise CheckpointReadError(f"pretrained file {str(path)!r} is empty (0 bytes)")
     if path.suffix == ".safetensors":
-        return _unwrap(_read_safetensors(path), str(path))
+        return _tensors_of(_read_safetensors(path), str(path))
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # the unpickler's refusal names the offending global
@@ -267,7 +315,7 @@ def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, Tensor]:
             f"Only tensors and plain containers are accepted (a truncated or foreign file fails too); re-save it "
             f"as a state dict or .safetensors"
         ) from error
-    return _unwrap(checkpoint, str(path))
+    return _tensors_of(checkpoint, str(path))
 
 
 def _looks_like_safetensors(path: Path) -> bool:
@@ -287,18 +335,25 @@ def _read_safetensors(path: Path) -> Dict[str, Tensor]:
         raise CheckpointReadError(message) from error
 
 
+class PretrainedWeights(NamedTuple):
+    """What ``pretrained=`` gave: the tensors, how reports name them, and the preprocessing they declare."""
+
+    state: Dict[str, Tensor]
+    source: str
+    preprocess: Optional[Preprocess]
+
+
 def read_pretrained(
     name: str, sources: Sequence[WeightSource], pretrained: Union[bool, str, os.PathLike]
-) -> Tuple[Dict[str, Tensor], str]:
-    """The tensors that ``pretrained=`` names, and how reports name their origin.
+) -> PretrainedWeights:
+    """The tensors that ``pretrained=`` names (see :func:`resolve_pretrained`).
 
     Args:
         name: the backbone name (for messages).
         sources: its declared weight sources (for ``True`` and tags).
         pretrained: ``True``, a weight tag, or a checkpoint file.
     """
-    if is_checkpoint_path(pretrained):
-        path = Path(pretrained)
-        return read_state_dict(path), str(path)
-    weight_set = choose_weight_set(name, sources, pretrained)  # type: ignore[arg-type]
-    return read_state_dict(fetch(weight_set)), f"{weight_set.source} weights {weight_set.tag!r}"
+    found = resolve_pretrained(name, sources, pretrained)
+    if isinstance(found, Path):
+        return PretrainedWeights(read_state_dict(found), str(found), None)
+    return PretrainedWeights(read_state_dict(fetch(found)), f"{found.source} weights {found.tag!r}", found.preprocess)

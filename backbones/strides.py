@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
-from .contract import Pair, PairLike, as_pair
+from .contract import Pair, PairLike
+from .validate import check_bool, check_pair
 
 __all__ = ["StagePlan", "StridePlan", "allowed_output_strides", "plan_strides"]
 
@@ -72,7 +73,7 @@ def _format_allowed(allowed: Tuple[Tuple[int, ...], ...]) -> str:
 
 
 def _strides_for_target(stem_stride: Pair, native_strides: Sequence[Pair], output_stride: PairLike) -> list[Pair]:
-    target = as_pair(output_stride, "output_stride")
+    target = check_pair(output_stride, "output_stride")
     allowed = allowed_output_strides(stem_stride, native_strides)
     if target[0] not in allowed[0] or target[1] not in allowed[1]:
         raise ValueError(
@@ -98,7 +99,7 @@ def _validate_strides(strides: object, native_strides: Sequence[Pair]) -> list[P
         )
     result = []
     for i, (value, native) in enumerate(zip(strides, native_strides)):
-        pair = as_pair(value, f"strides[{i}]")
+        pair = check_pair(value, f"strides[{i}]")
         for dim in range(2):
             if pair[dim] not in (1, native[dim]):
                 options = "1" if native[dim] == 1 else f"1 or {native[dim]}"
@@ -132,10 +133,9 @@ def plan_strides(
     Returns:
         A :class:`StridePlan` with one :class:`StagePlan` per stage.
     """
-    stem = as_pair(stem_stride, "stem_stride")
-    native = [as_pair(s, f"native_strides[{i}]") for i, s in enumerate(native_strides)]
-    if not isinstance(dilate, bool):
-        raise TypeError(f"dilate must be a bool, got {dilate!r}")
+    stem = check_pair(stem_stride, "stem_stride")
+    native = [check_pair(s, f"native_strides[{i}]") for i, s in enumerate(native_strides)]
+    check_bool(dilate, "dilate")
     if strides is not None:
         chosen = _validate_strides(strides, native)
     elif output_stride is not None:
@@ -155,7 +155,7 @@ def plan_strides(
     plan = StridePlan(stem, tuple(stages))
 
     if strides is not None and output_stride is not None:
-        wanted = as_pair(output_stride, "output_stride")
+        wanted = check_pair(output_stride, "output_stride")
         if wanted != plan.output_stride:
             raise ValueError(
                 f"output_stride={output_stride!r} disagrees with strides={tuple(strides)!r}, which give "

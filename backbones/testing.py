@@ -9,7 +9,9 @@
         assert_swappable(reference, candidate, sizes=[(54, 46), (311, 1734), (128, 316)])
 
 Forward passes run on the meta device (shapes only, no real activations; the encoder's weights are
-neither copied nor touched) unless ``device`` names a real device.
+neither copied nor touched) unless ``device`` names a real device. The expected shapes and masks are computed
+here from the strides alone (``ceil`` by integer arithmetic, masks by index selection), not by the library's
+own helpers.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from __future__ import annotations
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from .contract import output_size
+from .base import Backbone, Encoder
 from .meta import eval_mode, meta_call
 
 __all__ = ["assert_contract", "assert_swappable", "odd_sizes", "output_shapes"]
@@ -29,14 +31,16 @@ Device = Union[str, torch.device]
 
 
 def output_shapes(model: nn.Module, input_shape: Sequence[int], device: Optional[Device] = None) -> List[Tuple]:
-    """Shapes of every output of ``model`` (in eval mode) for a zero input of ``input_shape`` (no grad).
+    """Shapes of every output of ``model`` (in eval mode) for a zero input of ``input_shape`` (no grad): an
+    encoder's ``forward_outputs``, any other module's tensor, tuple or list.
 
     ``device=None`` runs on the meta device with meta stand-ins for the weights; a real device runs a
     real forward.
     """
     x = torch.zeros(tuple(input_shape), device=device or "meta")
+    method = "forward_outputs" if isinstance(model, Encoder) else "forward"
     with eval_mode(model), torch.no_grad():
-        out = meta_call(model, "forward", x) if device is None else model(x)
+        out = meta_call(model, method, x) if device is None else getattr(model, method)(x)
     return [tuple(o.shape) for o in (out if isinstance(out, (list, tuple)) else [out])]
 
 
@@ -51,12 +55,29 @@ def odd_sizes(count: int, *, low: Size = (16, 16), high: Size = (320, 1800), see
     return sizes[:count]
 
 
-def _per_output(encoder: nn.Module, value: object) -> list:
-    return list(value) if encoder.multi_output else [value]  # type: ignore[arg-type]
+def _ceil(a: int, b: int) -> int:
+    return (a + b - 1) // b
 
 
-def _contract_shapes(encoder: nn.Module, batch: int, h: int, w: int) -> List[Tuple]:
-    return [(batch, info.channels, *output_size(h, w, info.stride)) for info in encoder.output_info]
+def _expected_shapes(encoder: Encoder, batch: int, h: int, w: int) -> List[Tuple]:
+    return [(batch, info.channels, _ceil(h, info.stride[0]), _ceil(w, info.stride[1])) for info in encoder.output_info]
+
+
+def _cells(mask: Tensor, stride: Size) -> Tensor:
+    """The mask's cells at multiples of the stride, by index selection on its H and W axes."""
+    rows = torch.arange(0, mask.shape[-2], stride[0])
+    columns = torch.arange(0, mask.shape[-1], stride[1])
+    return mask.index_select(mask.dim() - 2, rows).index_select(mask.dim() - 1, columns)
+
+
+def _analytic(encoder: Encoder, h: int, w: int) -> List[Size]:
+    sizes = encoder.output_size(h, w)  # type: ignore[attr-defined]
+    return [sizes] if isinstance(encoder, Backbone) else list(sizes)
+
+
+def _masks(encoder: Encoder, mask: Tensor) -> List[Tensor]:
+    masks = encoder.downsample_mask(mask)  # type: ignore[attr-defined]
+    return [masks] if isinstance(encoder, Backbone) else list(masks)
 
 
 def _report(title: str, failures: List[str], total: int) -> None:
@@ -66,16 +87,16 @@ def _report(title: str, failures: List[str], total: int) -> None:
 
 
 def assert_contract(
-    encoder: nn.Module, sizes: Iterable[Size], *, batch: int = 1, device: Optional[Device] = None, masks: bool = True
+    encoder: Encoder, sizes: Iterable[Size], *, batch: int = 1, device: Optional[Device] = None, masks: bool = True
 ) -> None:
     """Assert the shape contract of ``encoder`` on every ``(H, W)`` in ``sizes``.
 
     The forward's shapes must equal ``[N, out_channels, ceil(H/sh), ceil(W/sw)]`` and
-    ``encoder.output_size(H, W)``; ``downsample_mask`` must give ``mask[..., ::sh, ::sw]`` in the mask's
-    dtype, for bool ``[N, H, W]`` and float ``[N, 1, H, W]`` masks.
+    ``encoder.output_size(H, W)``; ``downsample_mask`` must give the mask's cells at multiples of the stride, in
+    the mask's dtype, for bool ``[N, H, W]`` and float ``[N, 1, H, W]`` masks.
 
     Args:
-        encoder: a :class:`~backbones.Backbone`.
+        encoder: a :class:`~backbones.Backbone` or ``FeaturePyramid``.
         sizes: ``(H, W)`` pairs.
         batch: batch size of the probe input.
         device: ``None`` = shapes on the meta device; else a real device for a real forward.
@@ -84,37 +105,37 @@ def assert_contract(
     failures, total = [], 0
     for h, w in sizes:
         total += 1
-        expected = _contract_shapes(encoder, batch, h, w)
+        expected = _expected_shapes(encoder, batch, h, w)
         got = output_shapes(encoder, (batch, encoder.in_channels, h, w), device)
-        analytic = [(batch, e[1], *size) for e, size in zip(expected, _per_output(encoder, encoder.output_size(h, w)))]
+        analytic = [(batch, e[1], *size) for e, size in zip(expected, _analytic(encoder, h, w))]
         if got != expected or analytic != expected:
             failures.append(f"{h}x{w}: forward {got}, output_size {analytic}, contract {expected}")
             continue
         if masks:
             for mask in (torch.rand(batch, h, w) > 0.5, torch.rand(batch, 1, h, w).round()):
-                downsampled = _per_output(encoder, encoder.downsample_mask(mask))
-                for out_mask, info in zip(downsampled, encoder.output_info):
-                    sh, sw = info.stride
-                    if out_mask.dtype != mask.dtype or not torch.equal(out_mask, mask[..., ::sh, ::sw]):
-                        failures.append(f"{h}x{w}: downsample_mask differs from mask[..., ::{sh}, ::{sw}]")
+                for out_mask, info in zip(_masks(encoder, mask), encoder.output_info):
+                    if out_mask.dtype != mask.dtype or not torch.equal(out_mask, _cells(mask, info.stride)):
+                        failures.append(f"{h}x{w}: downsample_mask is not the mask's cells at stride {info.stride}")
     _report(f"{type(encoder).__name__} breaks the shape contract", failures, total)
 
 
 def assert_swappable(
-    reference: nn.Module,
-    candidate: nn.Module,
+    reference: Encoder,
+    candidate: Encoder,
     sizes: Iterable[Size],
     *,
     masks: bool = True,
     device: Optional[Device] = None,
 ) -> None:
     """Assert that ``candidate`` can replace ``reference``: the same input and output channels, the same
-    output grid (real forward shapes) for every ``(H, W)`` in ``sizes``, and equal downsampled masks.
+    output shapes of a forward (on the meta device unless ``device`` is given) for every ``(H, W)`` in ``sizes``,
+    and equal downsampled masks.
     """
-    if reference.in_channels != candidate.in_channels or reference.out_channels != candidate.out_channels:
+    channels = [(m.in_channels, [info.channels for info in m.output_info]) for m in (reference, candidate)]
+    if channels[0] != channels[1]:
         raise AssertionError(
-            f"channels differ: reference in={reference.in_channels} out={reference.out_channels}, "
-            f"candidate in={candidate.in_channels} out={candidate.out_channels}"
+            f"channels differ: reference in={channels[0][0]} out={channels[0][1]}, "
+            f"candidate in={channels[1][0]} out={channels[1][1]}"
         )
     failures, total = [], 0
     for h, w in sizes:
@@ -125,10 +146,7 @@ def assert_swappable(
             continue
         if masks:
             mask = torch.rand(1, h, w) > 0.5
-            pairs = zip(
-                _per_output(reference, reference.downsample_mask(mask)),
-                _per_output(candidate, candidate.downsample_mask(mask)),
-            )
+            pairs = zip(_masks(reference, mask), _masks(candidate, mask))
             if any(not torch.equal(a, b) for a, b in pairs):
                 failures.append(f"{h}x{w}: downsampled masks differ")
     _report("candidate is not swappable for reference", failures, total)

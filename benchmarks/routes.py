@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, median_ms, peak_training_mib, table  # noqa: E402
 
-from backbones import build_backbone  # noqa: E402
-from backbones.report import build_on_meta, count_flops  # noqa: E402
+from backbones import build_backbone, build_on_meta  # noqa: E402
+from backbones.meta import count_flops  # noqa: E402
 
 ROUTES = {
     "(a) output_stride=16": {"output_stride": 16},

@@ -24,7 +24,7 @@ from typing import Dict, List, Sequence, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header  # noqa: E402
 
-from backbones.report import build_on_meta  # noqa: E402
+from backbones import build_on_meta  # noqa: E402
 from backbones.testing import assert_contract  # noqa: E402
 
 # (family, timm name, kind): kind is "cnn" or "transformer"

@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from backbones import build_backbone, list_backbones
-from backbones.report import build_on_meta
+from backbones import build_backbone, build_on_meta, list_backbones
 
 # Big models run one configuration each; the rest run the whole grid.
 HEAVY = {

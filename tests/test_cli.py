@@ -208,7 +208,7 @@ def test_timm_models_in_check_and_compare(capsys):
     assert code == 2 and "unknown timm model 'not_a_model'" in err
     code, out, _ = run(capsys, "check", "timm:densenet121:output_stride=32x8,dilate=true", "--input", "1x3x37x101")
     assert code == 0 and "4      level4  1024      32x8    1x4       [1, 1024, 2, 13]" in out
-    assert "input H, W >= 1\n" in out
+    assert "input H, W >= 1; padded inside to multiples of 32x8\n" in out
     code, out, _ = run(capsys, "check", "timm:vit_tiny_patch16_224", "--input", "1x3x37x101")
     assert code == 0 and "input H, W >= 1; attention takes the padding mask" in out
 

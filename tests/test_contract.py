@@ -67,7 +67,7 @@ def test_feature_info_tells_the_truth(name):
         assert output.shape[1] == info.channels, info
         assert tuple(output.shape[2:]) == (math.ceil(37 / info.stride[0]), math.ceil(45 / info.stride[1])), info
         for module in info.modules:
-            encoder.get_submodule(module)
+            encoder.backbone.get_submodule(module)
 
 
 @pytest.mark.parametrize("name", LIGHT)

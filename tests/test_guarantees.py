@@ -6,8 +6,7 @@ from conftest import HEAVY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backbones import WeightsMismatchError, build_backbone, list_backbones, load_weights
-from backbones.report import build_on_meta
+from backbones import WeightsMismatchError, build_backbone, build_on_meta, list_backbones, load_weights
 
 
 def _snapshot(model):

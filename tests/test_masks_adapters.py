@@ -9,8 +9,7 @@ from conftest import built
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backbones import Projection
-from backbones.report import build_on_meta
+from backbones import Projection, build_on_meta
 
 
 def padded_batch(sizes, channels=1):
@@ -87,7 +86,7 @@ def test_projection_kinds(kind, children):
 def test_projection_errors():
     with pytest.raises(ValueError, match="adapter must be one of conv, conv_bn, conv_bn_relu, got 'linear'"):
         Projection(8, 8, "linear")
-    with pytest.raises(ValueError, match="out_channels must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="out_channels must be an int >= 1, got 0"):
         Projection(8, 0)
 
 

@@ -78,8 +78,8 @@ def test_user_family_dilation_pyramid_freezing_masks_and_cli(tiny, capsys):
     assert dilated.features.stage2[1].dilation == (2, 2)
     pyramid = build_backbone(tiny, out_indices=(0, 2), out_channels=(3, 4), frozen_stages=1, norm_eval=True)
     assert pyramid.out_channels == (3, 4) and pyramid.output_stride == ((2, 2), (8, 8))
-    frozen = {name.split(".")[1] for name, p in pyramid.named_parameters() if not p.requires_grad}
-    assert frozen == {"stem", "stage1"} and not pyramid.train().features.stage2[2].training
+    frozen = {name.split(".")[2] for name, p in pyramid.named_parameters() if not p.requires_grad}
+    assert frozen == {"stem", "stage1"} and not pyramid.train().backbone.features.stage2[2].training
     masked = MaskedEncoder(build_backbone(tiny, in_channels=1)).eval()
     mask = torch.rand(2, 37, 41) > 0.5
     feature, small = masked(torch.randn(2, 1, 37, 41), mask)

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from backbones import WeightsUnavailableError, build_backbone, get_entry, weight_sets
 from backbones.loading import WeightsMismatchError, adapt_first_conv, load_weights
-from backbones.sources import choose_weight_set, read_state_dict
+from backbones.sources import default_weight_set, read_state_dict
 
 TOLERANCE = 1e-5
 
@@ -102,8 +102,8 @@ def test_stride_changes_and_dilation_keep_every_tensor(tmp_path):
 def test_pruned_stages_are_ignored_not_refused(tmp_path):
     path = _save(tmp_path, torchvision.models.resnet18().state_dict(), "r18.pth")
     encoder = build_backbone("resnet18", out_indices=(1, 2), pretrained=path)
-    assert "layer3.0.conv1.weight" in encoder.pretrained_report.ignored
-    assert len(encoder.layer3) == 0 and not any(k.startswith("layer3.") for k in encoder.state_dict())
+    assert "backbone.layer3.0.conv1.weight" in encoder.pretrained_report.ignored
+    assert len(encoder.backbone.layer3) == 0 and not any(".layer3." in k for k in encoder.state_dict())
 
 
 @pytest.mark.parametrize("family", ["resnet18", "densenet121", "densenet_hmer"])
@@ -238,7 +238,7 @@ def test_tags_resolve_to_cached_files(offline):
 def test_weight_tags_and_their_errors():
     tags = weight_sets("resnet50")
     assert {"DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2", "a1_in1k", "tv_in1k"} <= set(tags)
-    assert choose_weight_set("resnet50", get_entry("resnet50").weights, True).filename == "resnet50-11ad3fa6.pth"
+    assert default_weight_set(get_entry("resnet50").weights).filename == "resnet50-11ad3fa6.pth"
     with pytest.raises(ValueError, match=r"weight tags of resnet50: .*IMAGENET1K_V2.*got 'imagenet'"):
         build_backbone("resnet50", pretrained="imagenet")
     with pytest.raises(ValueError, match="densenet_hmer has no published ImageNet weights"):

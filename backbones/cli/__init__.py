@@ -8,10 +8,10 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from .catalog import cmd_check, cmd_list, cmd_weights
 from .common import UsageError, pair_or_int, shape, size_list
 from .compare import cmd_compare
 from .export import cmd_export
-from .inspect import cmd_check, cmd_list, cmd_weights
 
 __all__ = ["build_parser", "main"]
 

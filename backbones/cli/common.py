@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..build import build_on_meta
 from ..registry import get_entry
-from ..report import build_on_meta
-from ..sources import choose_weight_set, is_checkpoint_path
+from ..sources import resolve_pretrained
 from ..spec import parse_spec, parse_value
 
 Size = Tuple[int, int]
@@ -46,13 +46,11 @@ def size_list(text: str) -> List[Size]:
 
 def check_pretrained(name: str, pretrained: Any) -> None:
     """``pretrained=`` of a spec: the file exists or the tag is known (nothing is read or downloaded)."""
-    if pretrained in (None, False, True):
+    if pretrained in (None, False):
         return
-    if is_checkpoint_path(pretrained):
-        if not Path(pretrained).is_file():
-            raise ValueError(f"pretrained file {str(pretrained)!r} does not exist or is not a file")
-        return
-    choose_weight_set(name, get_entry(name).weights, pretrained)
+    found = resolve_pretrained(name, get_entry(name).weights, pretrained)
+    if isinstance(found, Path) and not found.is_file():
+        raise ValueError(f"pretrained file {str(found)!r} does not exist or is not a file")
 
 
 def build(spec: str, overrides: Optional[Dict[str, Any]] = None):

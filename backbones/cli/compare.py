@@ -8,6 +8,7 @@ from typing import Any, Dict, List
 
 import torch
 
+from ..base import Backbone
 from ..images import image_sizes
 from ..meta import count_flops, meta_call
 from ..spec import format_spec, parse_spec
@@ -42,7 +43,7 @@ def _verify_sample(sizes: List[Size], limit: int) -> List[Size]:
 def cmd_compare(args: argparse.Namespace) -> int:
     specs = [build(spec) for spec in (args.reference, args.candidate)]
     models = [m for _, _, m in specs]
-    if any(m.multi_output for m in models):
+    if not all(isinstance(m, Backbone) for m in models):
         raise UsageError("compare takes single-output specs (no out_indices)")
     if args.images:
         try:

@@ -6,79 +6,33 @@ sizes divisible by 32. A torchvision state dict (without ``classifier.*``) loads
 
 Stages: 0 = stem (``features.conv0 .. pool0``, /4), ``i`` = ``transition{i-1}`` (its pooling is the
 stride) + ``denseblock{i}``; the last stage ends with ``norm5`` and a ReLU (what the classifier sees).
-:func:`add_dense_stages` is the stage loop that ``densenet_hmer`` shares.
+The stage loop (``layers.dense_stages``) is the one ``densenet_hmer`` uses.
 """
 
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from torch import nn
 
 from ..base import Stages
-from ..config import BackboneConfig, check_bool
-from ..contract import FeatureInfo, Pair
-from ..layers import CeilPool2d, dilate_convs, stride_of
+from ..config import BackboneConfig
+from ..contract import Pair
+from ..layers import ceil_pool, dense_stages, init_conv_weights, stride_of
 from ..registry import register_backbone
 from ..sequential import SequentialBackbone
 from ..sources import TimmWeights, TorchvisionWeights
-from ..strides import StridePlan
+from ..validate import check_bool
 
-__all__ = ["DenseNet", "add_dense_stages"]
+__all__ = ["DenseNet"]
 
 NATIVE_STRIDES = ((1, 1), (2, 2), (2, 2), (2, 2))
 # torchvision's published DenseNet files predate its module names: "denselayer1.norm.1.weight".
 _OLD_LAYER_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
-
-
-def add_dense_stages(
-    model: SequentialBackbone,
-    plan: StridePlan,
-    block_layers: Sequence[int],
-    channels: int,
-    *,
-    last: int,
-    names: Tuple[str, str],
-    transition: Callable[[int, Pair], Tuple[nn.Module, int]],
-    block: Callable[[int, int], Tuple[nn.Module, int]],
-    tail: Callable[[int], Dict[str, nn.Module]],
-) -> List[FeatureInfo]:
-    """Add the stages after the stem: ``transition{i-1}`` (from stage 2 on; its pooling is the stride),
-    ``block{i}`` (dilated as planned), and after the last block the ``tail`` modules.
-
-    Args:
-        model: the backbone whose chain grows.
-        plan: the stride plan; block_layers: dense layers per block; channels: the stem's channels.
-        last: the deepest stage to build.
-        names: the block and transition module prefixes, e.g. ``("denseblock", "transition")``.
-        transition: ``(channels, stride) -> (module, out_channels)``.
-        block: ``(num_layers, channels) -> (module, out_channels)``.
-        tail: ``channels -> modules`` that end the last stage.
-    """
-    block_name, transition_name = names
-    stages = []
-    for index, (stage_plan, num_layers) in enumerate(zip(plan.stages, block_layers), start=1):
-        if index > last:
-            break
-        modules: Dict[str, nn.Module] = OrderedDict()
-        if index > 1:
-            modules[f"{transition_name}{index - 1}"], channels = transition(channels, stage_plan.stride)
-        modules[f"{block_name}{index}"], channels = block(num_layers, channels)
-        dilate_convs(modules[f"{block_name}{index}"], stage_plan.dilation)
-        if index == len(block_layers):
-            modules.update(tail(channels))
-        stride, dilation = stage_plan.output_stride, stage_plan.dilation
-        stages.append(model.add_stage(f"{block_name}{index}", modules, channels, stride, dilation))
-    return stages
-
-
-def ceil_pool_or_identity(stride: Pair) -> nn.Module:
-    """Average pooling with ceil rounding for a stride, nothing for ``(1, 1)``."""
-    return CeilPool2d(stride, "avg") if stride != (1, 1) else nn.Identity()
 
 
 class DenseNet(SequentialBackbone):
@@ -123,7 +77,7 @@ class DenseNet(SequentialBackbone):
 
         def transition(channels: int, stride: Pair) -> Tuple[nn.Module, int]:
             module = _Transition(channels, channels // 2)
-            module.pool = ceil_pool_or_identity(stride)
+            module.pool = ceil_pool(stride, "avg")
             return module, channels // 2
 
         def block(num_layers: int, channels: int) -> Tuple[nn.Module, int]:
@@ -131,17 +85,13 @@ class DenseNet(SequentialBackbone):
             return module, channels + num_layers * growth_rate
 
         stages = [self.add_stage("stem", stem, num_init_features, plan.stem_stride)]
-        stages += add_dense_stages(
-            self, plan, block_config, num_init_features, last=config.last_stage(len(block_config)),
+        specs = dense_stages(
+            plan, block_config, num_init_features, last=config.last_stage(len(block_config)),
             names=("denseblock", "transition"), transition=transition, block=block,
             tail=lambda channels: OrderedDict(norm5=nn.BatchNorm2d(channels), relu5=nn.ReLU(inplace=True)),
         )  # fmt: skip
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        stages += [self.add_stage(*spec) for spec in specs]
+        init_conv_weights(self, mode="fan_in")
         return Stages(stages, len(block_config))
 
     def checkpoint_key(self, key: str) -> Optional[str]:

@@ -21,12 +21,12 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..base import Stages
-from ..config import BackboneConfig, check_bool
+from ..config import BackboneConfig
 from ..contract import Pair
-from ..layers import CeilPool2d, init_conv_weights, stride_of
+from ..layers import CeilPool2d, ceil_pool, dense_stages, init_conv_weights, stride_of
 from ..registry import register_backbone
 from ..sequential import SequentialBackbone
-from .densenet import add_dense_stages, ceil_pool_or_identity
+from ..validate import check_bool, check_float, check_int, check_ints
 
 __all__ = ["DenseNetHMER"]
 
@@ -101,7 +101,7 @@ class _Transition(nn.Sequential):
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.dropout = _dropout(drop_rate)
-        self.pool = ceil_pool_or_identity(stride)
+        self.pool = ceil_pool(stride, "avg")
 
 
 @register_backbone("densenet_hmer", family="densenet_hmer")
@@ -115,8 +115,9 @@ class DenseNetHMER(SequentialBackbone):
         block_layers: dense layers per block; one stage per block.
         reduction: channel reduction of the transitions.
         bottleneck: bottleneck layers (DenseNet-B); ``False`` uses single 3x3 layers.
-        stem_norm: BatchNorm after the stem conv (CoMER, ICAL, TAMER, PosFormer).
-        post_norm: BatchNorm on the output (CoMER, ICAL, TAMER, PosFormer).
+        stem_norm: BatchNorm after the stem conv (BTTR at its latest commit, CoMER, ICAL, TAMER, PosFormer; CAN and
+            BTTR's first release have none).
+        post_norm: BatchNorm on the output (the same projects).
         memory_efficient: gradient checkpointing of each dense layer's concatenation and first conv (less
             training memory, a slower backward; the same numbers).
 
@@ -141,7 +142,9 @@ class DenseNetHMER(SequentialBackbone):
         post_norm: bool = False,
         memory_efficient: bool = False,
     ) -> Stages:
-        _validate(growth_rate, block_layers, reduction)
+        check_int(growth_rate, "growth_rate", 1)
+        block_layers = check_ints(block_layers, "block_layers")
+        check_float(reduction, "reduction", 0.0, 1.0, low_open=True)
         for name, flag in (("bottleneck", bottleneck), ("stem_norm", stem_norm), ("post_norm", post_norm),
                            ("memory_efficient", memory_efficient)):  # fmt: skip
             check_bool(flag, name)
@@ -166,31 +169,19 @@ class DenseNetHMER(SequentialBackbone):
             return _DenseBlock(*layers), channels
 
         stages = [self.add_stage("stem", stem, 2 * growth_rate, plan.stem_stride)]
-        stages += add_dense_stages(
-            self, plan, block_layers, 2 * growth_rate, last=config.last_stage(len(block_layers)),
+        specs = dense_stages(
+            plan, block_layers, 2 * growth_rate, last=config.last_stage(len(block_layers)),
             names=("dense", "trans"), transition=transition, block=block,
             tail=lambda channels: {"post_norm": nn.BatchNorm2d(channels)} if post_norm else {},
         )  # fmt: skip
+        stages += [self.add_stage(*spec) for spec in specs]
         init_conv_weights(self)
         return Stages(stages, len(block_layers))
 
     def mismatch_hint(self, missing: List[str], unexpected: List[str]) -> str:
         for norm, option in (("features.norm1.", "stem_norm"), ("features.post_norm.", "post_norm")):
             if any(k.startswith(norm) for k in unexpected):
-                return f"the checkpoint has {norm[9:-1]}: build with {option}=True (CoMER-style encoders)"
+                return f"the checkpoint has {norm[9:-1]}: build with {option}=True (BTTR's latest, CoMER-style)"
             if any(k.startswith(norm) for k in missing):
-                return f"the checkpoint has no {norm[9:-1]}: build with {option}=False (BTTR/CAN-style encoders)"
+                return f"the checkpoint has no {norm[9:-1]}: build with {option}=False (CAN, BTTR's first release)"
         return ""
-
-
-def _validate(growth_rate: int, block_layers: Sequence[int], reduction: float) -> None:
-    if isinstance(growth_rate, bool) or not isinstance(growth_rate, int) or growth_rate < 1:
-        raise ValueError(f"growth_rate must be a positive int, got {growth_rate!r}")
-    if (
-        not isinstance(block_layers, (tuple, list))
-        or not block_layers
-        or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in block_layers)
-    ):
-        raise ValueError(f"block_layers must be a non-empty tuple of positive ints, got {block_layers!r}")
-    if isinstance(reduction, bool) or not isinstance(reduction, (int, float)) or not 0 < reduction <= 1:
-        raise ValueError(f"reduction must be a float in (0, 1], got {reduction!r}")

@@ -16,12 +16,13 @@ from typing import List, Sequence
 from torch import Tensor, nn
 
 from ..base import Backbone, Stages
-from ..config import BackboneConfig, check_bool
+from ..config import BackboneConfig
 from ..contract import FeatureInfo
-from ..layers import stride_of
+from ..layers import init_conv_weights, stride_of
 from ..registry import register_backbone
 from ..sources import TimmWeights, TorchvisionWeights
 from ..strides import StagePlan
+from ..validate import check_bool, check_choice
 
 __all__ = ["ResNet"]
 
@@ -58,10 +59,8 @@ class ResNet(Backbone):
     ) -> Stages:
         from timm.models.resnet import BasicBlock, Bottleneck  # imported at build time: timm costs ~0.3 s
 
-        if block not in ("basic", "bottleneck"):
-            raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
-        if stem not in STEMS:
-            raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {stem!r}")
+        check_choice(block, "block", ("basic", "bottleneck"))
+        check_choice(stem, "stem", STEMS)
         check_bool(zero_init_residual, "zero_init_residual")
         block_class = BasicBlock if block == "basic" else Bottleneck
         imagenet = stem == "imagenet"
@@ -83,21 +82,13 @@ class ResNet(Backbone):
             setattr(self, name, _make_layer(block_class, in_channels, planes, num_blocks, stage_plan, options))
             in_channels = planes * block_class.expansion
             stages.append(FeatureInfo(name, index, in_channels, stage_plan.output_stride, stage_plan.dilation, (name,)))
-        self._init_weights({Bottleneck: "bn3", BasicBlock: "bn2"} if zero_init_residual else {})
+        init_conv_weights(self)
+        if zero_init_residual:  # torchvision's option: each block starts as the identity
+            last_norm = {Bottleneck: "bn3", BasicBlock: "bn2"}
+            for module in self.modules():
+                if type(module) in last_norm:
+                    nn.init.zeros_(getattr(module, last_norm[type(module)]).weight)
         return Stages(stages, len(NATIVE_STRIDES))
-
-    def _init_weights(self, zero_init_norms: dict) -> None:
-        """torchvision's initialisation; ``zero_init_norms`` maps block classes to the BatchNorm to zero."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        for module in self.modules():
-            norm = zero_init_norms.get(type(module))
-            if norm is not None:
-                nn.init.zeros_(getattr(module, norm).weight)
 
     def forward_stages(self, x: Tensor) -> List[Tensor]:
         stem = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -10,54 +10,21 @@ mmocr's pools already round up, so a checkpoint gives exactly mmocr's features. 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, Optional
+from typing import Dict
 
-from torch import Tensor, nn
+from torch import nn
 
 from ..base import Stages
 from ..config import BackboneConfig
-from ..contract import Pair
-from ..layers import CeilPool2d, init_conv_weights, stride_of
+from ..layers import OCRBasicBlock, ceil_pool, conv_bn_relu, init_conv_weights, stride_of
 from ..registry import register_backbone
 from ..sequential import SequentialBackbone
 
-__all__ = ["BasicBlock", "ResNet31OCR", "conv_bn_relu", "pool_or_identity"]
+__all__ = ["ResNet31OCR"]
 
 CHANNELS = (64, 128, 256, 256, 512, 512)
 BLOCKS = (1, 2, 5, 3)
 NATIVE_STRIDES = ((2, 2), (2, 2), (2, 1), (1, 1))
-
-
-def pool_or_identity(stride: Pair) -> nn.Module:
-    """Max pooling with ceil rounding (kernel = stride) for a kept stride, nothing for ``(1, 1)``."""
-    return CeilPool2d(stride, "max") if stride != (1, 1) else nn.Identity()
-
-
-def conv_bn_relu(name: str, in_channels: int, out_channels: int, dilation: Pair = (1, 1), bias: bool = True) -> Dict:
-    """``{conv<name>, bn<name>, relu<name>}``: a 3x3 conv that keeps the size, BN and ReLU."""
-    conv = nn.Conv2d(in_channels, out_channels, 3, 1, padding=dilation, dilation=dilation, bias=bias)
-    return OrderedDict(
-        [(f"conv{name}", conv), (f"bn{name}", nn.BatchNorm2d(out_channels)), (f"relu{name}", nn.ReLU(inplace=True))]
-    )
-
-
-class BasicBlock(nn.Module):
-    """mmocr's basic block: 3x3 conv -> BN -> ReLU -> 3x3 conv -> BN, plus a 1x1 conv + BN shortcut."""
-
-    def __init__(self, in_channels: int, planes: int, dilation: Pair) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, planes, 3, 1, padding=dilation, dilation=dilation, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample: Optional[nn.Module] = None
-        if in_channels != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(in_channels, planes, 1, bias=False), nn.BatchNorm2d(planes))
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
 @register_backbone("resnet31_ocr", family="ocr")
@@ -79,8 +46,8 @@ class ResNet31OCR(SequentialBackbone):
                 break
             modules: Dict[str, nn.Module] = OrderedDict()
             if index < 5:
-                modules[f"pool{index}"] = pool_or_identity(stage.stride)
-            layers = [BasicBlock(channels if i == 0 else width, width, stage.dilation) for i in range(blocks)]
+                modules[f"pool{index}"] = ceil_pool(stage.stride, "max")
+            layers = [OCRBasicBlock(channels if i == 0 else width, width, stage.dilation) for i in range(blocks)]
             modules[f"block{index}"] = nn.Sequential(*layers)
             modules.update(conv_bn_relu(str(index), width, width, stage.dilation))
             stages.append(self.add_stage(f"block{index}", modules, width, stage.output_stride, stage.dilation))

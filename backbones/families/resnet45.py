@@ -23,12 +23,13 @@ from typing import ClassVar, Dict, List, Optional, Tuple
 from torch import Tensor, nn
 
 from ..base import Stages
-from ..config import BackboneConfig, check_bool
+from ..config import BackboneConfig
 from ..contract import Pair
 from ..layers import init_conv_weights, stride_of
 from ..registry import register_backbone
 from ..sequential import SequentialBackbone
 from ..strides import StagePlan
+from ..validate import check_bool
 
 __all__ = ["ResNet45ABINet", "ResNet45ASTER"]
 

@@ -22,34 +22,23 @@ from torch import nn
 
 from ..base import Stages
 from ..config import BackboneConfig
-from ..contract import Pair
-from ..layers import ColumnPaddedMaxPool2d, init_conv_weights, stride_of
+from ..layers import (
+    ColumnPaddedMaxPool2d,
+    OCRBasicBlock,
+    ceil_pool,
+    conv_bn_relu,
+    init_conv_weights,
+    stride_of,
+    two_by_two,
+)
 from ..registry import register_backbone
 from ..sequential import SequentialBackbone
-from .resnet31 import BasicBlock, conv_bn_relu, pool_or_identity
 
 __all__ = ["ResNetFAN"]
 
 WIDTHS = (128, 256, 512, 512)
 BLOCKS = (1, 2, 5, 3)
 NATIVE_STRIDES = ((2, 2), (2, 2), (2, 1), (2, 1), (2, 1))
-
-
-def column_pool(stride: Pair) -> nn.Module:
-    """FAN's and CRNN's 2x2 ``(2, 1)`` pool: padded columns as the original, rows rounded up."""
-    return ColumnPaddedMaxPool2d(stride)
-
-
-def two_by_two(name: str, channels: int, stride: Pair, pad_columns: bool, bias: bool = False) -> Dict[str, nn.Module]:
-    """``pad<name>, conv<name>, bn<name>, relu<name>``: a 2x2 conv at ``stride``; ``pad_columns`` pads a column on
-    each side as FAN's ``conv4_1`` (one more column), else the columns are valid (one fewer), as ``conv4_2``
-    and CRNN's ``conv6``; one zero row at the bottom rounds the rows up."""
-    pad = nn.ZeroPad2d((1, 1, 0, 1) if pad_columns else (0, 0, 0, 1))
-    conv = nn.Conv2d(channels, channels, 2, stride, bias=bias)
-    return OrderedDict(
-        [(f"pad{name}", pad), (f"conv{name}", conv), (f"bn{name}", nn.BatchNorm2d(channels)),
-         (f"relu{name}", nn.ReLU(inplace=True))]
-    )  # fmt: skip
 
 
 @register_backbone("resnet_fan", family="ocr")
@@ -73,9 +62,9 @@ class ResNetFAN(SequentialBackbone):
                 break
             modules: Dict[str, nn.Module] = OrderedDict()
             if index < 4:
-                pool = pool_or_identity(stage.stride) if index < 3 else column_pool(stage.stride)
+                pool = ceil_pool(stage.stride, "max") if index < 3 else ColumnPaddedMaxPool2d(stage.stride)
                 modules[f"maxpool{index}"] = pool
-            layers = [BasicBlock(channels if i == 0 else width, width, stage.dilation) for i in range(blocks)]
+            layers = [OCRBasicBlock(channels if i == 0 else width, width, stage.dilation) for i in range(blocks)]
             modules[f"layer{index}"] = nn.Sequential(*layers)
             if index < 4:
                 modules.update(conv_bn_relu(str(index), width, width, stage.dilation, bias=False))

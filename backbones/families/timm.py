@@ -16,10 +16,12 @@ A plain ViT exposes every block as a level, and a padding mask passed to ``forwa
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+import sys
+from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,13 +29,13 @@ from torch import Tensor
 
 from ..base import Backbone, Stages
 from ..config import BackboneConfig
-from ..contract import FeatureInfo, Pair, ceil_div, crop_to_ceil_grid, padding_on_grid
-from ..loading import LoadReport, WeightsMismatchError, load_weights
+from ..contract import FeatureInfo, InputLimits, Pair, ceil_div, crop_to_ceil_grid, padding_on_grid
+from ..loading import WeightsMismatchError
 from ..meta import eval_mode, meta_call
 from ..registry import BackboneEntry, UnknownBackboneError, register_namespace
 from ..sources import TimmWeights
 from .timm_grid import fit_grid
-from .timm_surgery import dilate_convs, remove_stride, rescale_upsamplers, trace_layers
+from .timm_surgery import dilate_traced_convs, remove_stride, rescale_upsamplers, trace_layers
 
 __all__ = ["TimmBackbone"]
 
@@ -73,8 +75,49 @@ class TimmBackbone(Backbone):
         import timm
 
         self.model_name = model_name
-        timm_stride = _timm_output_stride(config)
-        kwargs: Dict[str, Any] = dict(features_only=True, in_chans=self.in_channels, **timm_kwargs)
+        _check_timm_options(model_name, timm_kwargs)
+        probe, kwargs, timm_stride, native = self._probe_options(config, dict(timm_kwargs))
+        num_stages = len(native) - 1
+        last = config.last_stage(num_stages)
+        kwargs["out_indices"] = tuple(probe.feature_info.out_indices[: last + 1])
+        self._timm_kwargs = kwargs
+        self.body = timm.create_model(model_name, **kwargs)
+        channels = self.body.feature_info.channels()
+        strides = [(r, r) for r in self.body.feature_info.reduction()]
+        if timm_stride is None and (config.output_stride is not None or config.strides is not None):
+            strides = self._remove_strides(config, native, last)
+        groups = self._stage_modules(last, config.frozen_stages)
+        stages = []
+        for i in range(last + 1):
+            dilation = (native[i] // strides[i][0], native[i] // strides[i][1]) if config.dilate else (1, 1)
+            name = f"block{i}" if self.plain_vit else f"level{i}"
+            stages.append(FeatureInfo(name, i, channels[i], strides[i], dilation, groups[i]))
+        getter = type(self.body).__name__ == "FeatureGetterNet"
+        model = getattr(self.body, "model", None)
+        self.attends_to_mask = getter and "attn_mask" in inspect.signature(model.forward_intermediates).parameters
+        self.level_strides: List[List[int]] = [[sh, sw] for sh, sw in strides[: last + 1]]
+        self.nhwc: bool = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")  # Swin's levels
+        self._names: Optional[_TimmNames] = None  # timm's full model and its key names, built at the first load
+        with eval_mode(self.body):  # BatchNorm in training refuses a 1x1 map
+            fit = fit_grid(self._run_on_meta, self.level_strides, self._made_for_size(), model_name)
+        reason = ""
+        if fit.max_input_size is not None:
+            reason = (
+                f"timm:{model_name} works at one input size, {fit.max_input_size[0]}x{fit.max_input_size[1]} (smaller "
+                f"inputs are padded to it); build it with img_size=(H, W) for larger inputs"
+            )
+        maximum = tuple(fit.max_input_size) if fit.max_input_size is not None else None
+        limits = InputLimits(fit.min_input_size, maximum, (fit.align[0], fit.align[1]), reason)  # type: ignore[arg-type]
+        return Stages(stages, num_stages, limits)
+
+    def _probe_options(
+        self, config: BackboneConfig, kwargs: Dict[str, Any]
+    ) -> Tuple[Any, Dict[str, Any], Optional[int], List[int]]:
+        """A meta-device model with the options this build needs (every level of ``forward_intermediates`` models,
+        any input size for ViTs and Swin, timm's own ``output_stride`` where it reaches the stride), that stride
+        (``None``: not timm's route) and the levels' native strides."""
+        model_name = self.model_name
+        kwargs.update(features_only=True, in_chans=self.in_channels)
         probe = self._create_on_meta(kwargs)
         getter = type(probe).__name__ == "FeatureGetterNet"  # forward_intermediates models: every level exposed
         if getter and "out_indices" not in kwargs:
@@ -93,38 +136,12 @@ class TimmBackbone(Backbone):
                     f"transformer, or a patch model like ConvMixer), so output_stride and strides cannot change it; "
                     f"got output_stride={config.output_stride!r}, strides={config.strides!r}"
                 )
+        timm_stride = _timm_output_stride(config)
         if timm_stride is not None:
             dilated, extended = self._with_options(probe, kwargs, output_stride=timm_stride)
             if extended is not kwargs and dilated.feature_info.reduction()[-1] == timm_stride:
-                probe, kwargs = dilated, extended
-            else:
-                timm_stride = None  # timm has no route for this model (or does not reach the stride): the generic one
-        num_stages = len(probe.feature_info.reduction()) - 1
-        last = config.last_stage(num_stages)
-        kwargs["out_indices"] = tuple(probe.feature_info.out_indices[: last + 1])
-        self._timm_kwargs = kwargs
-        self.body = timm.create_model(model_name, **kwargs)
-        channels = self.body.feature_info.channels()
-        reductions = self.body.feature_info.reduction()
-        strides = [(r, r) for r in reductions]
-        if timm_stride is None and (config.output_stride is not None or config.strides is not None):
-            strides = self._remove_strides(config, native, last)
-        groups = self._stage_modules(last, config.frozen_stages)
-        stages = []
-        for i in range(last + 1):
-            dilation = (native[i] // strides[i][0], native[i] // strides[i][1]) if config.dilate else (1, 1)
-            name = f"block{i}" if self.plain_vit else f"level{i}"
-            stages.append(FeatureInfo(name, i, channels[i], strides[i], dilation, groups[i]))
-        model = getattr(self.body, "model", None)
-        self.attends_to_mask = getter and "attn_mask" in inspect.signature(model.forward_intermediates).parameters
-        self.level_strides: List[List[int]] = [[sh, sw] for sh, sw in strides[: last + 1]]
-        self.nhwc: bool = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")  # Swin's levels
-        with eval_mode(self.body):  # BatchNorm in training refuses a 1x1 map
-            fit = fit_grid(self._run_on_meta, self.level_strides, self._made_for_size(), model_name)
-        self.align: List[int] = fit.align
-        self.min_input_size = fit.min_input_size
-        self.max_input_size: Optional[List[int]] = fit.max_input_size
-        return Stages(stages, num_stages)
+                return dilated, extended, timm_stride, native
+        return probe, kwargs, None, native  # timm has no route here (or does not reach the stride): the generic one
 
     def _remove_strides(self, config: BackboneConfig, native: List[int], last: int) -> List[Pair]:
         """Plan the levels' strides like any family (the first level is the stem) and remove the dropped ones."""
@@ -161,7 +178,7 @@ class TimmBackbone(Backbone):
             removed.update((id(module), axes) for _, module, _ in trace.downsamplers[index])
         strides = [plan.stem_stride] + [stage.output_stride for stage in plan.stages]
         if config.dilate:
-            dilate_convs(trace, native, strides, removed, self.model_name)
+            dilate_traced_convs(trace, native, strides, removed, self.model_name)
         for index, axes in changes:
             for name, module, _ in trace.downsamplers[index]:
                 remove_stride(name, module, axes, self.model_name)
@@ -229,23 +246,6 @@ class TimmBackbone(Backbone):
             return None
         return [size, size] if isinstance(size, int) else [int(size[0]), int(size[1])]
 
-    def _probe_size(self) -> Pair:
-        height, width = super()._probe_size()
-        if self.max_input_size is None:
-            return height, width
-        return min(height, self.max_input_size[0] - 1), min(width, self.max_input_size[1] - 1)
-
-    def _check_size(self, x: Tensor) -> None:
-        if self.max_input_size is not None and (
-            x.shape[2] > self.max_input_size[0] or x.shape[3] > self.max_input_size[1]
-        ):
-            height, width = self.max_input_size
-            raise ValueError(
-                f"timm:{self.model_name} works at one input size, {height}x{width} (smaller inputs are padded to it): "
-                f"input H must be <= {height} and W <= {width}, got shape {list(x.shape)}; build it with "
-                f"img_size=(H, W) for larger inputs"
-            )
-
     def _run_on_meta(self, height: int, width: int, align: List[int]) -> List[Tensor]:
         x = torch.empty(1, self.in_channels, height, width, device="meta")
         return self._levels(meta_call(self.body, "forward", self._pad(x, align)), height, width, align)
@@ -259,16 +259,18 @@ class TimmBackbone(Backbone):
         return F.pad(x, (0, pad_w, 0, pad_h))
 
     def forward_stages(self, x: Tensor) -> List[Tensor]:
-        self._check_size(x)
-        return self._levels(self.body(self._pad(x, self.align)), x.shape[2], x.shape[3], self.align)
+        if x.shape[0] == 0:  # some models reshape by the batch size: run one image, keep none
+            return [level[:0] for level in self.forward_stages(x.new_zeros(1, *x.shape[1:]))]
+        align = list(self.input_limits.padded_to)
+        return self._levels(self.body(self._pad(x, align)), x.shape[2], x.shape[3], align)
 
     def forward_stages_masked(self, x: Tensor, mask: Tensor) -> List[Tensor]:
         """The ViT forward with the patches whose first pixel is padding masked out of every attention (the
         prefix tokens stay visible; an image that is all padding attends to everything)."""
-        if not self.attends_to_mask:
+        if not self.attends_to_mask or x.shape[0] == 0:
             return self.forward_stages(x)
-        self._check_size(x)
-        model, patch, padded = self.body.model, self.level_strides[-1], self._pad(x, self.align)
+        align = list(self.input_limits.padded_to)
+        model, patch, padded = self.body.model, self.level_strides[-1], self._pad(x, align)
         padding = padding_on_grid(mask, patch)  # the aligned input's extra patches are padding too
         rows, columns = ceil_div(padded.shape[2], patch[0]), ceil_div(padded.shape[3], patch[1])
         padding = F.pad(padding, (0, columns - padding.shape[2], 0, rows - padding.shape[1]), value=True)
@@ -283,7 +285,7 @@ class TimmBackbone(Backbone):
             intermediates_only=True,
             attn_mask=keep[:, None, None, :],
         )
-        return self._levels(outputs, x.shape[2], x.shape[3], self.align)
+        return self._levels(outputs, x.shape[2], x.shape[3], align)
 
     def _levels(self, outputs: List[Tensor], height: int, width: int, align: List[int]) -> List[Tensor]:
         """timm's level outputs as ``[N, C, h, w]`` on the ceil grid (Swin's NHWC permuted, padding cropped)."""
@@ -296,36 +298,122 @@ class TimmBackbone(Backbone):
             cropped.append(crop_to_ceil_grid(output, height, width, stride))
         return cropped
 
-    def load_pretrained(
-        self, state: Mapping[str, Tensor], source: str, reference_keys: Optional[List[str]] = None
-    ) -> LoadReport:
-        """A file saved from a TimmBackbone loads as it is; a timm checkpoint goes through timm's own loader
-        (it adapts the input conv and drops the classifier the timm way) into a twin body first."""
-        if any(k.startswith(("body.", "adapters.")) for k in state):
-            return super().load_pretrained(state, source, reference_keys)
-        import timm
+    @property
+    def first_conv(self) -> str:  # type: ignore[override]
+        """timm's ``pretrained_cfg["first_conv"]`` as this body's module name (``""``: the first conv)."""
+        name = (getattr(self.body, "pretrained_cfg", None) or {}).get("first_conv")
+        mapped = self._timm_names().renamed.get(f"{name}.weight") if isinstance(name, str) else None
+        return f"body.{mapped[: -len('.weight')]}" if mapped else ""
 
-        overlay = dict(state_dict=dict(state))
+    def _timm_names(self) -> _TimmNames:
+        """timm's full model (on the meta device, built once) and how its keys map onto this body's."""
+        if self._names is None:
+            import timm
+
+            skip = ("features_only", "out_indices", "feature_cls", "flatten_sequential")
+            with torch.device("meta"):
+                full = timm.create_model(
+                    self.model_name, **{k: v for k, v in self._timm_kwargs.items() if k not in skip}
+                )
+            body_keys = set(self.body.state_dict())
+            by_form: Dict[str, List[str]] = {}
+            for key in body_keys:
+                by_form.setdefault(key.replace("_", "."), []).append(key)
+            renamed = {}
+            for key in full.state_dict():  # FeatureListNet joins nested names with "_"; FeatureGetterNet adds "model."
+                for form in (key.replace("_", "."), f"model.{key}".replace("_", ".")):
+                    if len(by_form.get(form, ())) == 1:
+                        renamed[key] = by_form[form][0]
+                        break
+            self._names = _TimmNames(full, renamed, set(full.state_dict()), body_keys)
+        return self._names
+
+    def translate_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """A timm checkpoint of the whole model (``fc``/``head`` included) goes through timm's own filter for this
+        architecture (old key names, resized position embeddings and patch kernels); anything else stays as it is."""
+        names = self._timm_names()
+        if 2 * sum(key in names.full_keys for key in state) <= len(state):
+            return state
+        filter_fn = getattr(sys.modules.get(type(names.full).__module__), "checkpoint_filter_fn", None)
+        if filter_fn is None:
+            return state
         try:
-            twin = timm.create_model(
-                self.model_name, pretrained=True, pretrained_cfg_overlay=overlay, **self._timm_kwargs
+            return dict(filter_fn(dict(state), names.full))
+        except Exception as error:  # a filter written for another checkpoint layout
+            raise WeightsMismatchError(
+                f"timm's checkpoint filter for {self.model_name} refuses this file ({type(error).__name__}: {error})"
+            ) from error
+
+    def checkpoint_key(self, key: str) -> Optional[str]:
+        """Our own ``body.`` keys; timm's ``features_only`` keys; timm's full-model keys (renamed to the body's, the
+        head and unbuilt levels dropped); anything else unchanged, to be reported as unexpected."""
+        if key.startswith("body."):
+            return key
+        names = self._timm_names()
+        if key in names.body_keys:
+            return f"body.{key}"
+        if key in names.renamed:
+            return f"body.{names.renamed[key]}"
+        return None if key in names.full_keys else key
+
+
+class _TimmNames(NamedTuple):
+    full: Any
+    renamed: Dict[str, str]
+    full_keys: Set[str]
+    body_keys: Set[str]
+
+
+_OWN_OPTIONS = {
+    "in_chans": "use in_channels=, the common option",
+    "features_only": "features are always on: every timm: model is its features_only body",
+    "out_indices": "use out_indices=, the common option",
+    "pretrained": "use pretrained=, the common option",
+    "checkpoint_path": "use pretrained='path/to/file' (timm's checkpoint_path loads without checking the keys)",
+    "pretrained_cfg_overlay": "use pretrained= for weights (an overlay's file or state_dict loads unchecked)",
+}
+
+
+def _check_timm_options(model_name: str, options: Dict[str, Any]) -> None:
+    """Options timm would misread: ours under timm's name, unchecked loading, and ``None`` (timm drops it)."""
+    for key, value in options.items():
+        if key in _OWN_OPTIONS:
+            raise TypeError(f"timm:{model_name} got {key}={value!r}: {_OWN_OPTIONS[key]}")
+        if value is None:
+            raise ValueError(
+                f"timm:{model_name} got {key}=None: timm drops options set to None, so it would have no effect "
+                f"(a misspelt option would pass unnoticed); leave it out or give it a value"
             )
-        except RuntimeError as error:
-            raise WeightsMismatchError(f"the weights do not fit timm:{self.model_name}: {error}") from error
-        tensors = {f"body.{key}": value for key, value in twin.state_dict().items()}
-        return load_weights(self, tensors, source=f"{source} (through timm's loader)")
+
+
+def _suggestions(model_name: str) -> List[str]:
+    """timm names close to ``model_name``: the same letters and digits ignoring case and ``_``/``-``, then names
+    it starts, then spelling neighbours."""
+    import timm
+
+    names = timm.list_models()
+    folded = {}
+    for name in names:
+        folded.setdefault(re.sub(r"[^a-z0-9]", "", name.lower()), name)
+    key = re.sub(r"[^a-z0-9]", "", model_name.lower())
+    exact = [folded[key]] if key in folded else []
+    prefixed = [name for form, name in folded.items() if form.startswith(key) and key][:5]
+    close = [folded[form] for form in difflib.get_close_matches(key, list(folded), n=5, cutoff=0.6)]
+    return list(dict.fromkeys(exact + prefixed + close))[:5]
 
 
 def _resolve(model_name: str) -> BackboneEntry:
     import timm
 
     if not timm.is_model(model_name):
-        close = timm.list_models(f"*{model_name[:6]}*")[:5]
+        close = _suggestions(model_name)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownBackboneError(f"unknown timm model {model_name!r}{hint} (`backbones list 'timm:*'` lists them)")
+    architecture, _, tag = model_name.partition(".")  # "resnet18.a1_in1k": timm's weight tag in the name
     builder = functools.partial(TimmBackbone, model_name=model_name)
     description = f"timm's {model_name} (features_only)"
-    return BackboneEntry(f"timm:{model_name}", builder, "timm", None, description, (TimmWeights(model_name),))
+    weights = (TimmWeights(architecture, default=tag or None),)
+    return BackboneEntry(f"timm:{model_name}", builder, "timm", None, description, weights)
 
 
 def _list_names(pattern: Optional[str]) -> List[str]:

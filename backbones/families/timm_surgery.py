@@ -34,7 +34,7 @@ __all__ = [
     "LayerTrace",
     "trace_layers",
     "remove_stride",
-    "dilate_convs",
+    "dilate_traced_convs",
     "rescale_upsamplers",
     "stride_after",
 ]
@@ -141,7 +141,7 @@ def rescale_upsamplers(trace: LayerTrace, native: Sequence[int], strides: Sequen
         module.scale_factor = (float(in_h // out_h), float(in_w // out_w))
 
 
-def dilate_convs(
+def dilate_traced_convs(
     trace: LayerTrace,
     native: Sequence[int],
     strides: Sequence[Pair],

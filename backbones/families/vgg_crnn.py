@@ -22,13 +22,12 @@ from typing import Dict
 from torch import nn
 
 from ..base import Stages
-from ..config import BackboneConfig, check_bool
+from ..config import BackboneConfig
 from ..contract import Pair
-from ..layers import stride_of
+from ..layers import ColumnPaddedMaxPool2d, ceil_pool, stride_of, two_by_two
 from ..registry import register_backbone
 from ..sequential import SequentialBackbone
-from .resnet31 import pool_or_identity
-from .resnet_fan import column_pool, two_by_two
+from ..validate import check_bool
 
 __all__ = ["VGGCRNN"]
 
@@ -69,8 +68,8 @@ class VGGCRNN(SequentialBackbone):
                 break
             modules: Dict[str, nn.Module] = OrderedDict()
             if index < 5:
-                pool = pool_or_identity if index < 3 else column_pool
-                modules[f"pooling{index - 1}"] = pool(stage.stride)
+                pool = ceil_pool(stage.stride, "max") if index < 3 else ColumnPaddedMaxPool2d(stage.stride)
+                modules[f"pooling{index - 1}"] = pool
             for conv, norm in STAGE_CONVS[index - 1]:
                 modules.update(_conv(conv, channels, norm, stage.dilation, leaky_relu))
                 channels = CHANNELS[conv]

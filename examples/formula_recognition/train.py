@@ -214,7 +214,8 @@ def train_one(args, spec: str, train_set, val_set, test_set, folder: Path) -> Di
 
 
 def encoder_gflops(spec: str, size: str) -> float:
-    from backbones.report import build_on_meta, count_flops
+    from backbones import build_on_meta
+    from backbones.meta import count_flops
 
     kwargs = encoder_kwargs(spec)
     model = build_on_meta(kwargs.pop("name"), **kwargs)

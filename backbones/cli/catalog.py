@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from ..build import build_backbone, weight_sets
+from ..build import build_backbone, build_on_meta, weight_sets
 from ..loading import WeightsMismatchError
 from ..registry import get_entry, list_backbones
-from ..report import build_on_meta, describe
-from ..sources import CheckpointReadError, cache_dir, choose_weight_set
+from ..report import describe
+from ..sources import CheckpointReadError, cache_dir, default_weight_set
 from ..spec import format_spec, parse_spec
 from .common import UsageError, build, stride_text, table
 
@@ -87,11 +87,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             verdict = "ok" if got == expected else f"BROKEN (contract says {list(expected)})"
             print(f"output {list(got)}: {verdict}")
         print(f"params {report.params:,}   GFLOPs {report.gflops:.2f}")
-        limits = f"input H, W >= {model.min_input_size}"
-        maximum = getattr(model, "max_input_size", None)
-        if maximum is not None:
-            limits += f", H <= {maximum[0]}, W <= {maximum[1]} (made for one size: smaller inputs are padded to it)"
-        print(limits + ("; attention takes the padding mask" if model.attends_to_mask else ""))
+        limits = model.stage_backbone().input_limits
+        made_for = " (made for one size: smaller inputs are padded to it)" if limits.max_size is not None else ""
+        print(f"{limits}{made_for}" + ("; attention takes the padding mask" if model.attends_to_mask else ""))
     return 0 if report.contract_ok else 1
 
 
@@ -103,10 +101,11 @@ def cmd_weights(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as error:
         raise UsageError(str(error) if not isinstance(error, KeyError) else error.args[0]) from error
     if args.file is None:
-        default = choose_weight_set(name, entry.weights, True).tag if sets else None
+        default = default_weight_set(entry.weights)
         rows = [
-            {"tag": s.tag, "source": s.source, "default": s.tag == default, "cached": s.cached_path.is_file(),
-             "file": str(s.cached_path), "url": s.url}
+            {"tag": s.tag, "source": s.source, "default": default is not None and s.tag == default.tag,
+             "cached": s.cached_path.is_file(), "file": str(s.cached_path), "url": s.url,
+             "preprocess": s.preprocess.to_dict() if s.preprocess else None}
             for s in sets.values()
         ]  # fmt: skip
         if args.json:
@@ -114,9 +113,12 @@ def cmd_weights(args: argparse.Namespace) -> int:
         elif not rows:
             print(f"{name} has no published weights; load a checkpoint with --file PATH (pretrained=PATH)")
         else:
-            lines = [(r["tag"] + (" (True)" if r["default"] else ""), r["source"], "yes" if r["cached"] else "no",
-                      Path(r["file"]).name) for r in rows]  # fmt: skip
-            print(table(lines, ["pretrained=", "source", "cached", f"file in {cache_dir()}"]))
+            lines = [
+                (s.tag + (" (True)" if row["default"] else ""), s.source, "yes" if row["cached"] else "no",
+                 Path(row["file"]).name, str(s.preprocess or "-"))
+                for s, row in zip(sets.values(), rows)
+            ]  # fmt: skip
+            print(table(lines, ["pretrained=", "source", "cached", f"file in {cache_dir()}", "preprocess"]))
         return 0
     try:
         model = build_backbone(name, **{**kwargs, "pretrained": args.file})
@@ -130,7 +132,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
         return 1
     report = model.pretrained_report
     if args.json:
-        print(json.dumps({"spec": args.spec, "file": args.file, "ok": True, "report": vars(report)}, indent=2))
+        print(json.dumps({"spec": args.spec, "file": args.file, "ok": True, "report": report.to_dict()}, indent=2))
     else:
         print(f"{format_spec(name, kwargs)}: {report}")
     return 0
