@@ -10,8 +10,17 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from backbones.contract import check_mask
+from backbones.validate import check_bool, check_float, check_int
 
 __all__ = ["SinePositionalEncoding2D", "from_sequence", "to_sequence", "valid_mask"]
+
+
+def _check_tensor(value: object, name: str, shape: str, rank: int) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {shape}, got {type(value).__name__}")
+    if value.dim() != rank:
+        raise ValueError(f"{name} must be {shape}, got shape {list(value.shape)}")
+    return value
 
 
 def valid_mask(mask: Tensor) -> Tensor:
@@ -33,8 +42,7 @@ def to_sequence(feature: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor,
         ``(sequence [N, h*w, C], mask [N, h*w] or None)``: a ``[N, h, w]`` mask stays True = padding
         (ready for ``key_padding_mask``); a ``[N, 1, h, w]`` float mask becomes ``[N, h*w]``, 1 = valid.
     """
-    if feature.dim() != 4:
-        raise ValueError(f"feature must be [N, C, h, w], got shape {list(feature.shape)}")
+    _check_tensor(feature, "feature", "[N, C, h, w]", 4)
     sequence = rearrange(feature, "b c h w -> b (h w) c")
     if mask is None:
         return sequence, None
@@ -46,6 +54,14 @@ def to_sequence(feature: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor,
 
 def from_sequence(sequence: Tensor, height: int, width: int) -> Tensor:
     """``[N, h*w, C] -> [N, C, h, w]``, the inverse of :func:`to_sequence`."""
+    _check_tensor(sequence, "sequence", "[N, h*w, C]", 3)
+    check_int(height, "height", 1)
+    check_int(width, "width", 1)
+    if sequence.shape[1] != height * width:
+        raise ValueError(
+            f"sequence must have height * width = {height * width} positions for a {height}x{width} map, got shape "
+            f"{list(sequence.shape)}"
+        )
     return rearrange(sequence, "b (h w) c -> b c h w", h=height, w=width)
 
 
@@ -58,20 +74,23 @@ class SinePositionalEncoding2D(nn.Module):
 
     Args:
         channels: output channels (a multiple of 4), usually ``d_model``.
-        temperature: frequency base.
+        temperature: frequency base, > 1 (positions are divided by its powers).
         normalize: scale positions by each image's valid extent.
-        scale: range of normalized positions.
+        scale: range of normalized positions, > 0.
     """
 
     def __init__(self, channels: int, temperature: float = 10000.0, normalize: bool = True, scale: float = 2 * math.pi):
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 4 or channels % 4:
+        if check_int(channels, "channels", 4) % 4:
             raise ValueError(f"channels must be a positive multiple of 4, got {channels!r}")
-        self.channels, self.temperature, self.normalize, self.scale = channels, temperature, normalize, scale
+        self.channels = channels
+        self.temperature = check_float(temperature, "temperature", 1.0, math.inf, low_open=True)
+        self.normalize = check_bool(normalize, "normalize")
+        self.scale = check_float(scale, "scale", 0.0, math.inf, low_open=True)
 
     def forward(self, feature: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """Encoding ``[N, channels, h, w]`` for ``feature [N, C, h, w]`` and its mask (see :func:`valid_mask`)."""
-        n, _, h, w = feature.shape
+        n, _, h, w = _check_tensor(feature, "feature", "[N, C, h, w]", 4).shape
         if mask is None:
             valid = torch.ones((n, h, w), dtype=torch.bool, device=feature.device)
         else:

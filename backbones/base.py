@@ -293,11 +293,14 @@ class Backbone(Encoder):
             return self.get_parameter(name)
 
     def _verify_stages(self) -> None:
-        """Each built stage's declared channels and ceil grid, checked on the meta device at an odd size."""
+        """Each built stage's declared channels and ceil grid, checked at an odd size: a real forward of a zero image
+        (a few cells per stage: cheaper than the meta device), on the meta device when the weights are there."""
         height, width = self._probe_size()
-        x = torch.empty(1, self.in_channels, height, width, device="meta")
-        with eval_mode(self):  # BatchNorm in training refuses one 1x1 sample (squeeze-excitation layers)
-            outputs = meta_call(self, "forward_stages", x)
+        parameter = next(iter(self.parameters()), None)
+        meta = parameter is None or parameter.is_meta
+        x = torch.zeros(1, self.in_channels, height, width, device="meta" if meta else parameter.device)
+        with eval_mode(self), torch.no_grad():  # BatchNorm in training refuses one 1x1 sample (squeeze-excitation)
+            outputs = meta_call(self, "forward_stages", x) if meta else self.forward_stages(x.to(parameter.dtype))
         for info, output in zip(self.feature_info, outputs):
             wanted = (info.channels, *output_size(height, width, info.stride))
             if tuple(output.shape[1:]) != wanted:

@@ -134,6 +134,8 @@ def check_mask(mask: Tensor, image: Optional[Tensor] = None, grid: str = "image"
     if mask.is_complex():
         raise TypeError(f"mask must be bool, integer or floating, got dtype {mask.dtype}")
     if image is not None:
+        if not torch.jit.is_scripting() and not isinstance(image, torch.Tensor):
+            raise TypeError(f"the {grid} must be a torch.Tensor [N, C, H, W], got {type(image).__name__}")
         if image.dim() != 4:
             raise ValueError(f"the {grid} must be a 4-D tensor [N, C, H, W], got shape {list(image.shape)}")
         if mask.shape[0] != image.shape[0] or mask.shape[-2:] != image.shape[-2:]:

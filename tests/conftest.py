@@ -41,3 +41,19 @@ def built(name: str, **kwargs) -> torch.nn.Module:
 def meta_built(name: str, **kwargs) -> torch.nn.Module:
     """For shape-only tests: built on the meta device, no weight memory or initialisation."""
     return build_on_meta(name, **kwargs)
+
+
+def padding_on_grid(sizes, grid, stride) -> torch.Tensor:
+    """What a padding mask on the output grid must be for a zero-padded batch, computed from the images' sizes
+    alone: cell (r, c) of image i is padding (True) unless r * sh < h_i and c * sw < w_i (its top-left pixel is
+    inside the image). ``grid`` is the output ``(rows, columns)``."""
+    rows = torch.arange(grid[0])[:, None] * stride[0]
+    columns = torch.arange(grid[1])[None, :] * stride[1]
+    return torch.stack([(rows >= h) | (columns >= w) for h, w in sizes])
+
+
+def cells_at(mask: torch.Tensor, stride) -> torch.Tensor:
+    """An arbitrary mask's cells at multiples of the stride, by index selection (not by the slicing the library
+    uses): ``[N, H, W]`` or ``[N, 1, H, W]`` -> the same layout on the ``ceil(H/sh) x ceil(W/sw)`` grid."""
+    rows, columns = torch.arange(0, mask.shape[-2], stride[0]), torch.arange(0, mask.shape[-1], stride[1])
+    return mask.index_select(mask.dim() - 2, rows).index_select(mask.dim() - 1, columns)

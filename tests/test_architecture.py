@@ -17,31 +17,75 @@ CORE = Path(backbones.__file__).parent
 ROOT = CORE.parent
 
 
+def _module(path: Path) -> str:
+    """The installed module name of a source file (``adapters/`` is installed as ``backbones.adapters``)."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[0] == "adapters":
+        parts.insert(0, "backbones")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def _imports(path: Path) -> set:
+    """Every module a file imports, as absolute names (``from ..testing import x`` in ``backbones/cli/a.py`` is
+    ``backbones.testing`` and ``backbones.testing.x``)."""
+    module = _module(path)
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = "." * node.level + (node.module or "")
+            parents = package[: len(package) - node.level + 1] if node.level else []
+            base = ".".join(parents + ([node.module] if node.module else []))
             names.update({base} | {f"{base}.{alias.name}" for alias in node.names})
     return names
 
 
-@pytest.mark.parametrize("path", sorted(CORE.rglob("*.py")), ids=lambda p: str(p.relative_to(CORE)))
-def test_core_imports_neither_the_test_kit_nor_the_adapters(path):
-    imports = _imports(path)
-    if path.name != "testing.py":
-        assert not any(name.endswith("testing") and "backbones" in name or name == ".testing" for name in imports)
-    assert not any(name.startswith(("adapters", "backbones.adapters", ".adapters")) for name in imports)
+SOURCES = sorted(CORE.rglob("*.py")) + sorted((ROOT / "adapters").glob("*.py"))
+TOP = ("backbones.cli", "backbones.swap", "backbones.__main__")  # the layer above the core and the adapters
 
 
-def test_registry_imports_no_family_and_adapters_only_import_the_core():
+def _is_under(name: str, prefixes) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_only_go_downward(path):
+    """The core imports neither the adapters, nor the test kit, nor the top layer; the adapters import the core
+    only; nothing in production imports the test kit."""
+    module, imports = _module(path), _imports(path)
+    if module != "backbones.testing":
+        assert not any(_is_under(name, ["backbones.testing"]) for name in imports), module
+    if _is_under(module, TOP) or module == "backbones":
+        return
+    forbidden = list(TOP) + ([] if _is_under(module, ["backbones.adapters"]) else ["backbones.adapters"])
+    assert not any(_is_under(name, forbidden) for name in imports), (module, sorted(imports))
+
+
+def test_the_import_resolver_sees_relative_imports():
+    """The layering test would pass vacuously if relative imports were missed: ``cli`` does import the core."""
+    assert "backbones.build" in _imports(CORE / "cli" / "common.py")
+    assert "backbones.base" in _imports(CORE / "families" / "resnet.py")
+    assert "backbones.contract.check_mask" in _imports(ROOT / "adapters" / "masked.py")
+
+
+@pytest.mark.parametrize("path", sorted((CORE / "families").glob("*.py")), ids=lambda p: p.name)
+def test_families_do_not_import_each_other(path):
+    """Shared blocks live in backbones/layers.py; a family may use its own helper modules (timm_grid, ...)."""
+    module = _module(path)
+    if path.name == "__init__.py":
+        return
+    own = path.stem.split("_")[0]
+    others = [n for n in _imports(path) if _is_under(n, ["backbones.families"]) and n != "backbones.families"]
+    assert all(n.split(".")[2].startswith(own) for n in others), (module, others)
+
+
+def test_registry_imports_no_family_and_adapters_import_only_the_core():
     registry = _imports(CORE / "registry.py")
     assert not any("families" in name or "resnet" in name or "densenet" in name for name in registry)
-    allowed = {"__future__", "math", "typing", "torch", "einops", "backbones", ""}
+    allowed = {"__future__", "math", "typing", "collections", "torch", "torchvision", "einops", "backbones"}
     for path in (ROOT / "adapters").glob("*.py"):
-        roots = {name.split(".")[0] for name in _imports(path)}  # relative imports give ""
+        roots = {name.split(".")[0] for name in _imports(path)}
         assert roots <= allowed, (path.name, roots - allowed)
 
 
@@ -86,7 +130,12 @@ def test_timm_levels_report_their_dilation():
     assert [info.dilation[0] for info in encoder.feature_info] == [1, 1, 1, 2, 4]
 
 
-def test_building_does_not_touch_weights_outside_the_model():
+def test_a_meta_build_leaves_the_default_device_alone():
+    """build_on_meta builds under torch.device("meta"); afterwards tensors and models are real again."""
+    from backbones import build_on_meta
+
+    meta = build_on_meta("resnet18", out_channels=8)
+    assert all(p.is_meta for p in meta.parameters()) and not meta.training
+    assert torch.empty(1).device.type == "cpu"
     encoder = build_backbone("resnet18", out_channels=8)
-    assert not any(p.is_meta for p in encoder.parameters()) and encoder.training
-    assert all(isinstance(b, torch.Tensor) and not b.is_meta for b in encoder.buffers())
+    assert encoder.training and all(t.device.type == "cpu" for t in [*encoder.parameters(), *encoder.buffers()])

@@ -24,18 +24,11 @@ def test_densenet_memory_script(capsys):
     assert all(row["peak MiB"] > 0 and row["peak MiB memory_efficient"] > 0 for row in rows), rows
 
 
-def test_parity_script_rows_within_tolerance(capsys):
-    """Same weights, same features: 1e-5 against torchvision and timm; float64 grayscale identity 1e-9;
-    float32 grayscale within 2e-5 of the feature scale (summation order differs)."""
-    rows = json.loads(_main(capsys, "parity.py", "--models", "resnet18,densenet121", "--size", "64x64", "--json"))
-    assert len(rows) == 8
-    for row in rows:
-        if row["model"].endswith("float64"):
-            assert row["max_abs_diff"] <= 1e-9, row
-        elif "in_channels=1" in row["model"]:
-            assert row["max_abs_diff"] <= 2e-5 * row["max_abs_value"], row
-        else:
-            assert row["max_abs_diff"] <= 1e-5, row
+def test_parity_script(capsys):
+    """The script runs and reports each comparison (the tolerances themselves are test_parity.py's)."""
+    rows = json.loads(_main(capsys, "parity.py", "--models", "resnet18", "--size", "32x32", "--json"))
+    assert [row["model"].split()[0] for row in rows] == ["resnet18"] * len(rows) and len(rows) == 4
+    assert all(row["max_abs_diff"] >= 0 and row["max_abs_value"] > 0 and row["shape"][1] == 512 for row in rows)
 
 
 def test_overhead_script(capsys):
@@ -45,9 +38,6 @@ def test_overhead_script(capsys):
     assert [row["variant"] for row in rows] == ["eager", "channels_last"]
     assert all(row["ours ms"] > 0 and row["ours / torchvision"] > 0 for row in rows)
     assert rows[0]["same output shape as torchvision"]
-    markdown = _main(capsys, "overhead.py", "--models", "resnet18", "--shapes", "formula b1", "--repeats", "1")
-    assert "| model | input | rows | ours / torchvision | ours / timm | timm / torchvision |" in markdown
-    assert "| resnet18 | formula | 2 |" in markdown
 
 
 def test_routes_script(capsys):
@@ -59,9 +49,12 @@ def test_routes_script(capsys):
 
 
 def test_startup_script(capsys):
-    rows = json.loads(_main(capsys, "startup.py", "--repeats", "1", "--quick", "--json"))
+    options = ["--repeats", "1", "--quick", "--models", "densenet121", "--no-first-build", "--json"]
+    result = json.loads(_main(capsys, "startup.py", *options))
+    rows, (build,) = result["startup"], result["builds"]
     assert [row["command"] for row in rows] == ["python -c pass", "import torch", "import backbones"]
     assert all(row["wall s"] > 0 and row["peak RSS MiB"] > 0 for row in rows)
+    assert build["model"] == "densenet121" and build["ours ms"] > 0 and build["ours / timm"] > 0
 
 
 def test_gpu_script_runs_or_says_it_skipped(capsys):

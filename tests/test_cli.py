@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -167,8 +168,12 @@ def test_spec_round_trip():
 
 
 def test_console_script_and_module_entry_points():
-    result = subprocess.run([sys.executable, "-m", "backbones", "check", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "--output-stride" in result.stdout
+    """The installed console script (pip's entry point next to this interpreter) and ``python -m backbones``."""
+    script = Path(sys.executable).parent / "backbones"
+    result = subprocess.run([str(script), "list", "densenet_hmer", "--json"], capture_output=True, text=True)
+    assert result.returncode == 0 and json.loads(result.stdout)["backbones"][0]["out_channels"] == 684
+    result = subprocess.run([sys.executable, "-m", "backbones", "check", "resnet5"], capture_output=True, text=True)
+    assert result.returncode == 2 and "did you mean resnet50" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_weights_lists_tags_and_cache_state(capsys, tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import HEAVY
+from conftest import HEAVY, padding_on_grid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -112,8 +112,9 @@ def native_stages(name):
     batch=st.integers(1, 3),
 )
 def test_random_valid_configurations_keep_the_contract(name, data, dilate, in_channels, out_channels, size, batch):
-    """Meta device: forward == output_size == the ceil grid, and masks == strided slicing. The output stride is
-    drawn per axis from the strides the family's stages reach (removing the last first)."""
+    """Meta device: forward == output_size == the ceil grid, and the mask of a padded image is padding exactly
+    outside the image's cells. The output stride is drawn per axis from the strides the family's stages reach
+    (removing the last first)."""
     reachable = [sorted({info.stride[axis] for info in native_stages(name)}) for axis in (0, 1)]
     stride = (data.draw(st.sampled_from(reachable[0])), data.draw(st.sampled_from(reachable[1])))
     encoder = build_on_meta(
@@ -124,7 +125,9 @@ def test_random_valid_configurations_keep_the_contract(name, data, dilate, in_ch
     out = encoder(torch.empty(batch, in_channels, h, w, device="meta"))
     assert encoder.output_stride == stride and encoder.output_size(h, w) == expected
     assert tuple(out.shape) == (batch, out_channels or encoder.feature_info[-1].channels, *expected)
-    mask = torch.rand(batch, h, w) > 0.5
-    assert torch.equal(encoder.downsample_mask(mask), mask[:, :: stride[0], :: stride[1]])
-    valid = (~mask).float()[:, None]
-    assert torch.equal(encoder.downsample_mask(valid), valid[:, :, :: stride[0], :: stride[1]])
+    image = (data.draw(st.integers(1, h)), data.draw(st.integers(1, w)))  # the valid part of a padded canvas
+    mask = torch.ones(batch, h, w, dtype=torch.bool)
+    mask[:, : image[0], : image[1]] = False
+    wanted = padding_on_grid([image] * batch, expected, stride)
+    assert torch.equal(encoder.downsample_mask(mask), wanted)
+    assert torch.equal(encoder.downsample_mask((~mask).float()[:, None]), (~wanted).float()[:, None])

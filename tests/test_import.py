@@ -14,9 +14,21 @@ def test_importing_the_package_loads_neither_timm_nor_torchvision():
     assert _modules_after("import backbones, backbones.adapters") == set()
 
 
-def test_building_a_resnet_and_a_densenet_loads_them_on_demand():
-    loaded = _modules_after("import backbones\nbackbones.build_backbone('densenet121')")
-    assert "torchvision" in loaded
+def test_each_family_loads_only_what_it_builds_with():
+    """densenet_hmer needs neither library, torchvision's DenseNet layers only torchvision, the ResNets timm's
+    blocks (timm imports torchvision itself)."""
+    probe = (
+        "import sys, backbones\n"
+        "def loaded():\n"
+        "    return ','.join(m for m in ('timm', 'torchvision') if m in sys.modules) or '-'\n"
+        "steps = []\n"
+        "for name in ('densenet_hmer', 'densenet121', 'resnet18'):\n"
+        "    backbones.build_backbone(name)\n"
+        "    steps.append(loaded())\n"
+        "print(' '.join(steps))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["-", "torchvision", "timm,torchvision"]
 
 
 def test_distribution_metadata_and_version():

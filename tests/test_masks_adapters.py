@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 from backbones.adapters import MaskedEncoder, SinePositionalEncoding2D, from_sequence, to_sequence, valid_mask
-from conftest import built
+from conftest import built, padding_on_grid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,16 +28,17 @@ def padded_batch(sizes, channels=1):
     st.lists(st.tuples(st.integers(1, 90), st.integers(1, 200)), min_size=1, max_size=4),
     st.sampled_from([4, 8, 16, 32]),
 )
-def test_downsample_mask_is_strided_slicing_for_both_conventions(resnet18_by_stride, sizes, output_stride):
+def test_downsample_mask_of_a_padded_batch_follows_the_image_sizes(resnet18_by_stride, sizes, output_stride):
+    """A cell is padding exactly when its top-left pixel lies outside the image, for both conventions and dtypes."""
     encoder = resnet18_by_stride[output_stride]
     _, pad, valid = padded_batch(sizes)
-    s = output_stride
+    grid = (math.ceil(pad.shape[1] / output_stride), math.ceil(pad.shape[2] / output_stride))
+    expected = padding_on_grid(sizes, grid, (output_stride, output_stride))
     out_pad, out_valid = encoder.downsample_mask(pad), encoder.downsample_mask(valid)
     assert out_pad.dtype == torch.bool and out_valid.dtype == torch.float32
-    assert torch.equal(out_pad, pad[:, ::s, ::s]) and torch.equal(out_valid, valid[:, :, ::s, ::s])
+    assert torch.equal(out_pad, expected) and torch.equal(out_valid, (~expected).float()[:, None])
     assert tuple(out_pad.shape[1:]) == encoder.output_size(pad.shape[1], pad.shape[2])
-    long_pad = pad.long()
-    assert torch.equal(encoder.downsample_mask(long_pad), long_pad[:, ::s, ::s])
+    assert torch.equal(encoder.downsample_mask(pad.long()), expected.long())
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +55,8 @@ def test_masked_encoder_matches_hmer_call(name):
         feature, mask = encoder(images, pad)
         _, float_mask = encoder(images, valid)
     assert tuple(feature.shape) == (3, 64, math.ceil(54 / 16), math.ceil(130 / 16))
-    assert torch.equal(mask, pad[:, ::16, ::16]) and mask.shape == feature.shape[:1] + feature.shape[2:]
-    assert torch.equal(float_mask, valid[:, :, ::16, ::16])
+    expected = padding_on_grid([(37, 101), (54, 46), (20, 130)], feature.shape[2:], (16, 16))
+    assert torch.equal(mask, expected) and torch.equal(float_mask, (~expected).float()[:, None])
     scripted = torch.jit.script(encoder)
     with torch.no_grad():
         assert torch.equal(scripted(images, pad)[1], mask)

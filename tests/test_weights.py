@@ -245,3 +245,78 @@ def test_weight_tags_and_their_errors():
         build_backbone("densenet_hmer", pretrained=True)
     with pytest.raises(TypeError, match="pretrained must be a bool, a weight tag or a file path, got 3"):
         build_backbone("resnet18", pretrained=3)
+
+
+def test_weight_sets_carry_the_preprocessing_their_sources_declare():
+    """Read from torchvision's weight enums and timm's pretrained configs here, nothing downloaded."""
+    from timm.models import get_pretrained_cfg
+    from torchvision.models import ResNet50_Weights
+
+    sets = weight_sets("resnet50")
+    preset = ResNet50_Weights.IMAGENET1K_V2.transforms()
+    ours = sets["IMAGENET1K_V2"].preprocess
+    assert ours.mean == tuple(preset.mean) and ours.std == tuple(preset.std)
+    assert ours.input_size == (preset.crop_size[0],) * 2 and ours.interpolation == preset.interpolation.value
+    cfg = get_pretrained_cfg("resnet50.a1_in1k")
+    timm_set = sets["a1_in1k"].preprocess
+    assert (timm_set.mean, timm_set.std, timm_set.interpolation) == (cfg.mean, cfg.std, cfg.interpolation)
+    assert timm_set.input_size == tuple(cfg.input_size[1:])
+    vit = weight_sets("timm:vit_small_patch16_224")["augreg_in21k_ft_in1k"].preprocess
+    assert vit.mean == get_pretrained_cfg("vit_small_patch16_224.augreg_in21k_ft_in1k").mean == (0.5, 0.5, 0.5)
+
+
+def test_encoder_preprocess_follows_the_loaded_weights_and_the_input_channels(offline):
+    offline.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), offline / weight_sets("resnet18")["IMAGENET1K_V1"].filename)
+    rgb = build_backbone("resnet18", pretrained=True).preprocess
+    assert rgb.mean == (0.485, 0.456, 0.406) and rgb.std == (0.229, 0.224, 0.225) and rgb.input_size == (224, 224)
+    gray = build_backbone("resnet18", pretrained=True, in_channels=1).preprocess
+    assert gray.mean == pytest.approx(((0.485 + 0.456 + 0.406) / 3,)) and len(gray.std) == 1
+    assert build_backbone("resnet18", pretrained=True, in_channels=4).preprocess.mean == (0.485, 0.456, 0.406, 0.485)
+    pyramid = build_backbone("resnet18", pretrained=True, out_indices=(2, 3))
+    assert pyramid.preprocess == rgb
+    assert build_backbone("resnet18").preprocess is None
+    loaded = build_backbone("resnet18", pretrained=True)
+    load_weights(loaded, torchvision.models.resnet18().state_dict())  # a bare state dict does not say
+    assert loaded.preprocess is None
+
+
+def test_preprocess_normalises_like_torchvision():
+    from torchvision.transforms.functional import normalize
+
+    preprocess = weight_sets("resnet18")["IMAGENET1K_V1"].preprocess
+    images = torch.randint(0, 256, (2, 3, 17, 23), dtype=torch.uint8)
+    expected = normalize(images.float() / 255, list(preprocess.mean), list(preprocess.std))
+    torch.testing.assert_close(preprocess(images), expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(preprocess(images.float() / 255), expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"images must have 3 channels for this Preprocess, got shape \[2, 1, 17"):
+        preprocess(images[:, :1])
+
+
+def test_pretrained_reads_tags_first_and_paths_by_their_form(offline, tmp_path, monkeypatch):
+    """A folder named like a tag does not turn the tag into a path; a string is a path by its suffix or folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a1_in1k").mkdir()
+    with pytest.raises(WeightsUnavailableError, match="resnet18.a1_in1k"):  # the tag, not the folder
+        build_backbone("resnet18", pretrained="a1_in1k")
+    with pytest.raises(FileNotFoundError, match="pretrained file 'missing.ckpt' does not exist"):
+        build_backbone("resnet18", pretrained="missing.ckpt")
+    with pytest.raises(ValueError, match=r"or a checkpoint path \(an os.PathLike, or a string with a suffix"):
+        build_backbone("resnet18", pretrained="best")  # neither a tag nor a path
+    with pytest.raises(ValueError, match="is a directory, not a checkpoint file"):
+        build_backbone("resnet18", pretrained=tmp_path / "a1_in1k")  # a Path is a path
+
+
+def test_a_string_that_is_both_a_tag_and_a_path_is_refused():
+    from backbones.sources import WeightSet, WeightSource, resolve_pretrained
+
+    class Odd(WeightSource):
+        def sets(self):
+            return [WeightSet("lab", "v2/best.pth", "https://example.org/best.pth", "best.pth")]
+
+        def default_tag(self):
+            return "v2/best.pth"
+
+    with pytest.raises(ValueError, match=r"'v2/best.pth' is both a weight tag of m and a file path; pass pathlib"):
+        resolve_pretrained("m", [Odd()], "v2/best.pth")
+    assert resolve_pretrained("m", [Odd()], True).tag == "v2/best.pth"

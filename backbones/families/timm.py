@@ -31,7 +31,7 @@ from ..base import Backbone, Stages
 from ..config import BackboneConfig
 from ..contract import FeatureInfo, InputLimits, Pair, ceil_div, crop_to_ceil_grid, padding_on_grid
 from ..loading import WeightsMismatchError
-from ..meta import eval_mode, meta_call
+from ..meta import eval_mode
 from ..registry import BackboneEntry, UnknownBackboneError, register_namespace
 from ..sources import TimmWeights
 from .timm_grid import fit_grid
@@ -76,10 +76,15 @@ class TimmBackbone(Backbone):
 
         self.model_name = model_name
         _check_timm_options(model_name, timm_kwargs)
-        probe, kwargs, timm_stride, native = self._probe_options(config, dict(timm_kwargs))
+        key = repr((model_name, self.in_channels, sorted(timm_kwargs.items()), config.output_stride, config.strides,
+                    config.dilate))  # fmt: skip
+        if key not in _PROBED:
+            _PROBED[key] = self._probe_options(config, dict(timm_kwargs))
+        probe_info, kwargs, timm_stride, native, self.plain_vit = _PROBED[key]
+        kwargs = dict(kwargs)
         num_stages = len(native) - 1
         last = config.last_stage(num_stages)
-        kwargs["out_indices"] = tuple(probe.feature_info.out_indices[: last + 1])
+        kwargs["out_indices"] = tuple(probe_info[: last + 1])
         self._timm_kwargs = kwargs
         self.body = timm.create_model(model_name, **kwargs)
         channels = self.body.feature_info.channels()
@@ -98,8 +103,11 @@ class TimmBackbone(Backbone):
         self.level_strides: List[List[int]] = [[sh, sw] for sh, sw in strides[: last + 1]]
         self.nhwc: bool = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")  # Swin's levels
         self._names: Optional[_TimmNames] = None  # timm's full model and its key names, built at the first load
-        with eval_mode(self.body):  # BatchNorm in training refuses a 1x1 map
-            fit = fit_grid(self._run_on_meta, self.level_strides, self._made_for_size(), model_name)
+        if (key, last) not in _FITTED:
+            with eval_mode(self.body):  # BatchNorm in training refuses a 1x1 map
+                made_for, wanted = self._made_for_size(), channels[: last + 1]
+                _FITTED[key, last] = fit_grid(self._probe, self.level_strides, wanted, made_for, model_name)
+        fit = _FITTED[key, last]
         reason = ""
         if fit.max_input_size is not None:
             reason = (
@@ -112,10 +120,11 @@ class TimmBackbone(Backbone):
 
     def _probe_options(
         self, config: BackboneConfig, kwargs: Dict[str, Any]
-    ) -> Tuple[Any, Dict[str, Any], Optional[int], List[int]]:
-        """A meta-device model with the options this build needs (every level of ``forward_intermediates`` models,
-        any input size for ViTs and Swin, timm's own ``output_stride`` where it reaches the stride), that stride
-        (``None``: not timm's route) and the levels' native strides."""
+    ) -> Tuple[Tuple[int, ...], Dict[str, Any], Optional[int], List[int], bool]:
+        """What a meta-device model says this build needs: timm's level indices, the options (every level of
+        ``forward_intermediates`` models, any input size for ViTs and Swin, timm's own ``output_stride`` where it
+        reaches the stride), that stride (``None``: not timm's route), the levels' native strides, and whether every
+        level is at one stride (a plain ViT). The same for every identical build: cached per process."""
         model_name = self.model_name
         kwargs.update(features_only=True, in_chans=self.in_channels)
         probe = self._create_on_meta(kwargs)
@@ -128,8 +137,8 @@ class TimmBackbone(Backbone):
         elif getattr(getattr(probe, "patch_embed", None), "strict_img_size", False) and "strict_img_size" not in kwargs:
             probe, kwargs = self._with_options(probe, kwargs, strict_img_size=False)  # Swin: sizes other than 224
         native = probe.feature_info.reduction()
-        self.plain_vit: bool = getter and len(set(native)) == 1  # one stride: the patch; every block is a level
-        if self.plain_vit and (config.output_stride or config.strides) is not None:
+        plain_vit = getter and len(set(native)) == 1  # one stride: the patch; every block is a level
+        if plain_vit and (config.output_stride or config.strides) is not None:
             if config.output_stride != native[-1] or config.strides is not None:
                 raise ValueError(
                     f"timm:{model_name} works at one stride, its patch ({native[-1]}): every block is at it (a vision "
@@ -140,8 +149,9 @@ class TimmBackbone(Backbone):
         if timm_stride is not None:
             dilated, extended = self._with_options(probe, kwargs, output_stride=timm_stride)
             if extended is not kwargs and dilated.feature_info.reduction()[-1] == timm_stride:
-                return dilated, extended, timm_stride, native
-        return probe, kwargs, None, native  # timm has no route here (or does not reach the stride): the generic one
+                return tuple(dilated.feature_info.out_indices), extended, timm_stride, native, plain_vit
+        # timm has no route for this model (or does not reach the stride): the generic one
+        return tuple(probe.feature_info.out_indices), kwargs, None, native, plain_vit
 
     def _remove_strides(self, config: BackboneConfig, native: List[int], last: int) -> List[Pair]:
         """Plan the levels' strides like any family (the first level is the stem) and remove the dropped ones."""
@@ -246,9 +256,16 @@ class TimmBackbone(Backbone):
             return None
         return [size, size] if isinstance(size, int) else [int(size[0]), int(size[1])]
 
-    def _run_on_meta(self, height: int, width: int, align: List[int]) -> List[Tensor]:
-        x = torch.empty(1, self.in_channels, height, width, device="meta")
-        return self._levels(meta_call(self.body, "forward", self._pad(x, align)), height, width, align)
+    def _probe(self, height: int, width: int, align: List[int]) -> List[Tensor]:
+        """The levels for one zero image (no grad): a real forward at these few-cell sizes (much cheaper than a
+        meta-device one for attention models), on the meta device when the weights are there."""
+        parameter = next(iter(self.body.parameters()))
+        x = torch.zeros(1, self.in_channels, height, width, dtype=parameter.dtype, device=parameter.device)
+        with torch.no_grad():
+            return self._levels(self.body(self._pad(x, align)), height, width, align)
+
+    def _verify_stages(self) -> None:
+        """Done by the build's grid fit, which checks every level's channels and grid at several odd sizes."""
 
     @staticmethod
     def _pad(x: Tensor, align: List[int]) -> Tensor:
@@ -355,6 +372,10 @@ class TimmBackbone(Backbone):
         if key in names.renamed:
             return f"body.{names.renamed[key]}"
         return None if key in names.full_keys else key
+
+
+_PROBED: Dict[str, Tuple[Tuple[int, ...], Dict[str, Any], Optional[int], List[int], bool]] = {}
+_FITTED: Dict[Tuple[str, int], Any] = {}  # (probe key, last level) -> GridFit
 
 
 class _TimmNames(NamedTuple):

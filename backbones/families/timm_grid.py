@@ -31,12 +31,19 @@ class GridFit(NamedTuple):
     max_input_size: Optional[List[int]]
 
 
-def fit_grid(run: Run, level_strides: Sequence[Sequence[int]], made_for: Optional[List[int]], name: str) -> GridFit:
-    """Probe ``run`` for the alignment, then the smallest and largest input.
+def fit_grid(
+    run: Run,
+    level_strides: Sequence[Sequence[int]],
+    channels: Sequence[int],
+    made_for: Optional[List[int]],
+    name: str,
+) -> GridFit:
+    """Probe ``run`` for the alignment, then the smallest and largest input. Every probe checks each level's
+    channels and ceil grid, so a fit also verifies the levels timm declares.
 
     Args:
         run: see :data:`Run`.
-        level_strides: each level's ``[sh, sw]``.
+        level_strides: each level's ``[sh, sw]``; channels: each level's channels.
         made_for: the input size the model was made for (timm's ``img_size``), if any.
         name: the model, for messages.
 
@@ -48,32 +55,37 @@ def fit_grid(run: Run, level_strides: Sequence[Sequence[int]], made_for: Optiona
     sizes = [(base[0] + 1, base[1] + deepest[1] - 1), (base[0] + deepest[0] // 2 + 1, base[1] + deepest[1] // 2), base]
     problem = ""
     for align in ([1, 1], deepest):  # the first that fits; the deepest stride's problem is the one reported
-        problem = _grid_problem(run, level_strides, align, sizes)
+        problem = _grid_problem(run, level_strides, channels, align, sizes)
         if not problem:
             return GridFit(align, _min_size(run, level_strides, align), None)
     if made_for is not None:
         height, width = made_for
         fitting = [(height - 3, width - 5), (height // 2 + 1, width // 3 + 1), (height, width)]
-        if not _grid_problem(run, level_strides, made_for, fitting):
-            larger = _grid_problem(run, level_strides, made_for, [(height + 1, width + 1)])
+        if not _grid_problem(run, level_strides, channels, made_for, fitting):
+            larger = _grid_problem(run, level_strides, channels, made_for, [(height + 1, width + 1)])
             return GridFit(made_for, _min_size(run, level_strides, made_for), made_for if larger else None)
     padded = f" (nor padded to its img_size, {made_for[0]}x{made_for[1]})" if made_for is not None else ""
     raise ValueError(f"timm:{name} does not give the ceil(H/sh) x ceil(W/sw) grid{padded}: {problem}")
 
 
 def _grid_problem(
-    run: Run, level_strides: Sequence[Sequence[int]], align: List[int], sizes: List[Tuple[int, int]]
+    run: Run,
+    level_strides: Sequence[Sequence[int]],
+    channels: Sequence[int],
+    align: List[int],
+    sizes: List[Tuple[int, int]],
 ) -> str:
-    """Why the body padded to ``align`` misses the ceil grid at one of ``sizes`` (``""``: it does not)."""
+    """Why the body padded to ``align`` misses the declared channels or the ceil grid at one of ``sizes`` (``""``:
+    it does not)."""
     for height, width in sizes:
         try:
             outputs = run(height, width, align)
         except _FAILURES as error:
             return f"at {height}x{width}: {type(error).__name__}: {str(error)[:200]}"
-        for level, (output, stride) in enumerate(zip(outputs, level_strides)):
-            wanted = (ceil_div(height, stride[0]), ceil_div(width, stride[1]))
-            if tuple(output.shape[-2:]) != wanted:
-                return f"level {level} gives {tuple(output.shape[-2:])} for {height}x{width}, not {wanted}"
+        for level, (output, stride, width_of) in enumerate(zip(outputs, level_strides, channels)):
+            wanted = (width_of, ceil_div(height, stride[0]), ceil_div(width, stride[1]))
+            if tuple(output.shape[1:]) != wanted:
+                return f"level {level} gives {tuple(output.shape[1:])} for {height}x{width}, not {wanted}"
     return ""
 
 
