@@ -27,7 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import contract
 from .config import BackboneConfig
-from .contract import FeatureInfo, InputLimits, Pair, check_input_size, output_size, size_problem
+from .contract import FeatureInfo, InputLimits, Pair, check_input_size, output_size
 from .fusion import fold_batchnorms
 from .layers import Projection
 from .meta import eval_mode, meta_call
@@ -49,12 +49,6 @@ def _verification_key(family: type, config: BackboneConfig, options: Mapping[str
     except TypeError:
         return None
     return key
-
-
-def _autocast_enabled(x: Tensor) -> bool:
-    if torch.jit.is_scripting():
-        return torch.is_autocast_enabled()
-    return torch.is_autocast_enabled(x.device.type)
 
 
 class Stages(NamedTuple):
@@ -325,41 +319,10 @@ class Backbone(Encoder):
 
     def stage_outputs(self, x: Tensor, mask: Optional[Tensor] = None) -> List[Tensor]:
         """The native output of every built stage for a checked input (what the adapters read)."""
-        self._check_input(x)
+        contract.check_input(x, self.in_channels, self.weights_dtype, self._size_bounds, self._size_reason)
         if mask is None:
             return self.forward_stages(x)
         return self.forward_stages_masked(x, contract.check_mask(mask, x))
-
-    def _check_input(self, x: Tensor) -> None:
-        if not torch.jit.is_scripting() and not isinstance(x, torch.Tensor):
-            raise TypeError(
-                f"input must be a torch.Tensor [N, {self.in_channels}, H, W], got {type(x).__name__}; convert "
-                f"images with torchvision.transforms.functional.to_tensor or torch.as_tensor(...).float() / 255"
-            )
-        if not x.is_floating_point():
-            raise TypeError(
-                f"input must be a floating tensor, got dtype {x.dtype}; for uint8 images use x.float() / 255"
-            )
-        if x.dtype != self.weights_dtype.dtype and not _autocast_enabled(x):
-            raise TypeError(
-                f"input dtype {x.dtype} differs from the weights' {self.weights_dtype.dtype}; convert the input "
-                f"(x.to({self.weights_dtype.dtype})), the model (encoder.to({x.dtype})), or run under torch.autocast"
-            )
-        if x.dim() != 4:
-            raise ValueError(f"input must be a 4-D tensor [N, {self.in_channels}, H, W], got shape {list(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"input must have {self.in_channels} channels ([N, {self.in_channels}, H, W]), got shape "
-                f"{list(x.shape)}; build the backbone with in_channels={x.shape[1]} for such input"
-            )
-        problem = size_problem(x.shape[2], x.shape[3], self._size_bounds)
-        if problem != "":
-            raise ValueError(f"{problem}, got shape {list(x.shape)}{self._size_reason}")
-        if x.device != self.weights_dtype.device:
-            raise ValueError(
-                f"input is on {x.device} but the model is on {self.weights_dtype.device}; move one of them "
-                f"(x.to(...) or encoder.to(...)) so that both are on the same device"
-            )
 
     @property
     def out_channels(self) -> int:

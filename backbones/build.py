@@ -106,18 +106,10 @@ def build_backbone(
         ``out_indices`` a :class:`FeaturePyramid` (a list, one such map per output).
     """
     config = BackboneConfig(
-        out_channels=out_channels,  # type: ignore[arg-type]
-        output_stride=output_stride,
-        strides=strides,  # type: ignore[arg-type]
-        dilate=dilate,
-        in_channels=in_channels,
-        pretrained=pretrained,
-        out_indices=out_indices,  # type: ignore[arg-type]
-        frozen_stages=frozen_stages,
-        norm_eval=norm_eval,
-        adapter=adapter,
-        drop_rate=drop_rate,
-    )
+        out_channels=out_channels, output_stride=output_stride, strides=strides, dilate=dilate,  # type: ignore[arg-type]
+        in_channels=in_channels, pretrained=pretrained, out_indices=out_indices,  # type: ignore[arg-type]
+        frozen_stages=frozen_stages, norm_eval=norm_eval, adapter=adapter, drop_rate=drop_rate,
+    )  # fmt: skip
     entry = get_entry(name)
     _check_options(entry, family_kwargs)
     weights = read_pretrained(entry.name, entry.weights, pretrained) if config.wants_weights else None

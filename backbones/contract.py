@@ -25,6 +25,7 @@ __all__ = [
     "InputLimits",
     "Pair",
     "ceil_div",
+    "check_input",
     "check_input_size",
     "check_mask",
     "crop_to_ceil_grid",
@@ -109,6 +110,50 @@ def size_problem(height: int, width: int, bounds: List[int]) -> str:
     if bounds[1] > 0 and (height > bounds[1] or width > bounds[2]):
         return f"input H must be <= {bounds[1]} and W <= {bounds[2]} (max_input_size)"
     return ""
+
+
+def _autocast_enabled(x: Tensor) -> bool:
+    if torch.jit.is_scripting():
+        return torch.is_autocast_enabled()
+    return torch.is_autocast_enabled(x.device.type)
+
+
+def check_input(x: Tensor, in_channels: int, weights: Tensor, bounds: List[int], reason: str) -> None:
+    """The checks every forward makes on its input, each a clear error with the fix (TorchScript-friendly).
+
+    Args:
+        x: the input, ``[N, in_channels, H, W]``.
+        in_channels: the channels the model takes.
+        weights: a tensor with the weights' dtype and device (the model's ``weights_dtype`` buffer).
+        bounds: :meth:`InputLimits.bounds`; reason: what the limits' message adds (``"; ..."`` or ``""``).
+    """
+    if not torch.jit.is_scripting() and not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"input must be a torch.Tensor [N, {in_channels}, H, W], got {type(x).__name__}; convert "
+            f"images with torchvision.transforms.functional.to_tensor or torch.as_tensor(...).float() / 255"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"input must be a floating tensor, got dtype {x.dtype}; for uint8 images use x.float() / 255")
+    if x.dtype != weights.dtype and not _autocast_enabled(x):
+        raise TypeError(
+            f"input dtype {x.dtype} differs from the weights' {weights.dtype}; convert the input "
+            f"(x.to({weights.dtype})), the model (encoder.to({x.dtype})), or run under torch.autocast"
+        )
+    if x.dim() != 4:
+        raise ValueError(f"input must be a 4-D tensor [N, {in_channels}, H, W], got shape {list(x.shape)}")
+    if x.shape[1] != in_channels:
+        raise ValueError(
+            f"input must have {in_channels} channels ([N, {in_channels}, H, W]), got shape "
+            f"{list(x.shape)}; build the backbone with in_channels={x.shape[1]} for such input"
+        )
+    problem = size_problem(x.shape[2], x.shape[3], bounds)
+    if problem != "":
+        raise ValueError(f"{problem}, got shape {list(x.shape)}{reason}")
+    if x.device != weights.device:
+        raise ValueError(
+            f"input is on {x.device} but the model is on {weights.device}; move one of them "
+            f"(x.to(...) or encoder.to(...)) so that both are on the same device"
+        )
 
 
 def check_input_size(height: object, width: object, limits: InputLimits) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from ..base import Backbone
+from ..contract import size_problem
 from ..images import image_sizes
 from ..meta import count_flops, meta_call
 from ..spec import format_spec, parse_spec
@@ -40,65 +41,110 @@ def _verify_sample(sizes: List[Size], limit: int) -> List[Size]:
     return sorted({ordered[round(i * step)] for i in range(limit)})
 
 
+def _sizes(args: argparse.Namespace) -> Tuple[List[Size], List[Size]]:
+    """Every size found (with repeats) and the distinct ones, from ``--images`` or ``--sizes``."""
+    if not args.images:
+        found = args.sizes or DEFAULT_SIZES
+        return found, list(dict.fromkeys(found))
+    try:
+        found = image_sizes(args.images)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--images {args.images}: {error}") from error
+    return found, sorted(set(found))
+
+
+def _mismatch(size: Size, what: str, reference: Any, candidate: Any) -> Dict[str, Any]:
+    return {"size": list(size), "what": what, "reference": reference, "candidate": candidate}
+
+
+def _limits_problem(models: List[Backbone], h: int, w: int) -> Optional[Dict[str, Any]]:
+    """A size that one side cannot take (above a maximum input size): a mismatch, not a crash."""
+    problems = [size_problem(h, w, m.input_limits.bounds()) or "ok" for m in models]
+    if problems == ["ok", "ok"]:
+        return None
+    return _mismatch((h, w), "input limits", *problems)
+
+
+def _grid_and_mask_mismatches(models: List[Backbone], sizes: List[Size]) -> List[Dict[str, Any]]:
+    mismatches = []
+    generator = torch.Generator().manual_seed(0)
+    reference, candidate = models
+    for h, w in sizes:
+        limits = _limits_problem(models, h, w)
+        if limits is not None:
+            mismatches.append(limits)
+            continue
+        grids = [list(m.output_size(h, w)) for m in models]
+        mask = torch.rand(1, h, w, generator=generator) > 0.5
+        if grids[0] != grids[1]:
+            mismatches.append(_mismatch((h, w), "grid", *grids))
+        elif not torch.equal(reference.downsample_mask(mask), candidate.downsample_mask(mask)):
+            mismatches.append(_mismatch((h, w), "mask", *grids))
+    return mismatches
+
+
+def _forward_mismatches(models: List[Backbone], sizes: List[Size]) -> List[Dict[str, Any]]:
+    mismatches = []
+    for h, w in sizes:
+        if _limits_problem(models, h, w) is not None:
+            continue
+        shapes = [
+            list(meta_call(m, "forward", torch.empty(1, m.in_channels, h, w, device="meta")).shape) for m in models
+        ]
+        if any(tuple(shape[2:]) != m.output_size(h, w) for m, shape in zip(models, shapes)):
+            mismatches.append(_mismatch((h, w), "forward", *shapes))
+    return mismatches
+
+
+def _side(name: str, kwargs: Dict[str, Any], model: Backbone, typical: Size) -> Dict[str, Any]:
+    return {
+        "spec": format_spec(name, kwargs),
+        "in_channels": model.in_channels,
+        "out_channels": model.out_channels,
+        "output_stride": list(model.output_stride),
+        "params": sum(p.numel() for p in model.parameters()),
+        "gflops": round(count_flops(model, (1, model.in_channels, *typical)) / 1e9, 4),
+    }
+
+
+def _print(result: Dict[str, Any], show: int) -> None:
+    sides = [result["reference"], result["candidate"]]
+    rows = [
+        (label, s["spec"], s["in_channels"], s["out_channels"], stride_text(s["output_stride"]),
+         f"{s['params'] / 1e6:.2f} M", f"{s['gflops']:.2f}")
+        for label, s in zip(("reference", "candidate"), sides)
+    ]  # fmt: skip
+    typical = result["typical_size"]
+    print(table(rows, ["", "spec", "in", "out", "stride", "params", f"GFLOPs @ {typical[0]}x{typical[1]}"]))
+    if not result["channels_match"]:
+        print(_channels_hint(*sides))
+    for m in result["mismatches"][:show]:
+        size = f"{m['size'][0]}x{m['size'][1]}"
+        print(f"mismatch at {size} ({m['what']}): reference {m['reference']}, candidate {m['candidate']}")
+    source = f"{result['images']} images, " if result["images"] else ""
+    print(
+        f"{'OK' if result['ok'] else 'NOT SWAPPABLE'}: {source}{result['sizes_checked']} distinct sizes, grids and "
+        f"masks compared on all, forward shapes verified on {result['forward_verified']}; "
+        f"{len(result['mismatches'])} mismatches"
+    )
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     specs = [build(spec) for spec in (args.reference, args.candidate)]
     models = [m for _, _, m in specs]
     if not all(isinstance(m, Backbone) for m in models):
         raise UsageError("compare takes single-output specs (no out_indices)")
-    if args.images:
-        try:
-            found = image_sizes(args.images)
-        except (OSError, ValueError) as error:
-            raise UsageError(f"--images {args.images}: {error}") from error
-        sizes = sorted(set(found))
-    else:
-        found = args.sizes or DEFAULT_SIZES
-        sizes = list(dict.fromkeys(found))
+    found, sizes = _sizes(args)
     typical = sorted(found, key=lambda s: s[0] * s[1])[len(found) // 2]  # median by area, a size that occurs
-    mismatches: List[Dict[str, Any]] = []
+    verified = _verify_sample(sizes, args.verify)
+    mismatches = _grid_and_mask_mismatches(models, sizes) + _forward_mismatches(models, verified)
     reference, candidate = models
     channels_match = reference.in_channels == candidate.in_channels and reference.out_channels == candidate.out_channels
-    generator = torch.Generator().manual_seed(0)
-    for h, w in sizes:
-        grids = [m.output_size(h, w) for m in models]
-        if grids[0] != grids[1]:
-            mismatches.append(
-                {"size": [h, w], "what": "grid", "reference": list(grids[0]), "candidate": list(grids[1])}
-            )
-            continue
-        mask = torch.rand(1, h, w, generator=generator) > 0.5
-        if not torch.equal(reference.downsample_mask(mask), candidate.downsample_mask(mask)):
-            mismatches.append(
-                {"size": [h, w], "what": "mask", "reference": list(grids[0]), "candidate": list(grids[1])}
-            )
-    verified = _verify_sample(sizes, args.verify)
-    for h, w in verified:
-        shapes = [
-            tuple(meta_call(m, "forward", torch.empty(1, m.in_channels, h, w, device="meta")).shape) for m in models
-        ]
-        for model, shape in zip(models, shapes):
-            if shape[2:] != model.output_size(h, w):
-                mismatches.append(
-                    {"size": [h, w], "what": "forward", "reference": list(shapes[0]), "candidate": list(shapes[1])}
-                )
-    sides = []
-    for name, kwargs, model in specs:
-        sides.append(
-            {
-                "spec": format_spec(name, kwargs),
-                "in_channels": model.in_channels,
-                "out_channels": model.out_channels,
-                "output_stride": list(model.output_stride),
-                "params": sum(p.numel() for p in model.parameters()),
-                "gflops": round(count_flops(model, (1, model.in_channels, *typical)) / 1e9, 4),
-            }
-        )
-    ok = channels_match and not mismatches
     result = {
-        "ok": ok,
+        "ok": channels_match and not mismatches,
         "channels_match": channels_match,
-        "reference": sides[0],
-        "candidate": sides[1],
+        "reference": _side(*specs[0], typical),
+        "candidate": _side(*specs[1], typical),
         "sizes_checked": len(sizes),
         "images": len(found) if args.images else 0,
         "forward_verified": len(verified),
@@ -108,29 +154,5 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        rows = [
-            (
-                label,
-                s["spec"],
-                s["in_channels"],
-                s["out_channels"],
-                stride_text(s["output_stride"]),
-                f"{s['params'] / 1e6:.2f} M",
-                f"{s['gflops']:.2f}",
-            )
-            for label, s in zip(("reference", "candidate"), sides)
-        ]
-        print(table(rows, ["", "spec", "in", "out", "stride", "params", f"GFLOPs @ {typical[0]}x{typical[1]}"]))
-        if not channels_match:
-            print(_channels_hint(*sides))
-        for m in mismatches[: args.show]:
-            print(
-                f"mismatch at {m['size'][0]}x{m['size'][1]} ({m['what']}): "
-                f"reference {m['reference']}, candidate {m['candidate']}"
-            )
-        source = f"{len(found)} images, " if args.images else ""
-        print(
-            f"{'OK' if ok else 'NOT SWAPPABLE'}: {source}{len(sizes)} distinct sizes, grids and masks compared on all, "
-            f"forward shapes verified on {len(verified)}; {len(mismatches)} mismatches"
-        )
-    return 0 if ok else 1
+        _print(result, args.show)
+    return 0 if result["ok"] else 1

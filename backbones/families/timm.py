@@ -20,8 +20,7 @@ import difflib
 import functools
 import inspect
 import re
-import sys
-from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -30,10 +29,10 @@ from torch import Tensor
 from ..base import Backbone, Stages
 from ..config import BackboneConfig
 from ..contract import FeatureInfo, InputLimits, Pair, ceil_div, crop_to_ceil_grid, padding_on_grid
-from ..loading import WeightsMismatchError
 from ..meta import eval_mode
 from ..registry import BackboneEntry, UnknownBackboneError, register_namespace
 from ..sources import TimmWeights
+from .timm_checkpoints import TimmNames, body_key, first_conv_of, timm_names, translate_timm_checkpoint
 from .timm_grid import fit_grid
 from .timm_surgery import dilate_traced_convs, remove_stride, rescale_upsamplers, trace_layers
 
@@ -102,7 +101,7 @@ class TimmBackbone(Backbone):
         self.attends_to_mask = getter and "attn_mask" in inspect.signature(model.forward_intermediates).parameters
         self.level_strides: List[List[int]] = [[sh, sw] for sh, sw in strides[: last + 1]]
         self.nhwc: bool = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")  # Swin's levels
-        self._names: Optional[_TimmNames] = None  # timm's full model and its key names, built at the first load
+        self._names: Optional[TimmNames] = None  # timm's full model and its key names, built at the first load
         if (key, last) not in _FITTED:
             with eval_mode(self.body):  # BatchNorm in training refuses a 1x1 map
                 made_for, wanted = self._made_for_size(), channels[: last + 1]
@@ -318,71 +317,25 @@ class TimmBackbone(Backbone):
     @property
     def first_conv(self) -> str:  # type: ignore[override]
         """timm's ``pretrained_cfg["first_conv"]`` as this body's module name (``""``: the first conv)."""
-        name = (getattr(self.body, "pretrained_cfg", None) or {}).get("first_conv")
-        mapped = self._timm_names().renamed.get(f"{name}.weight") if isinstance(name, str) else None
-        return f"body.{mapped[: -len('.weight')]}" if mapped else ""
+        return first_conv_of(self.body, self._timm_names())
 
-    def _timm_names(self) -> _TimmNames:
-        """timm's full model (on the meta device, built once) and how its keys map onto this body's."""
+    def _timm_names(self) -> TimmNames:
         if self._names is None:
-            import timm
-
-            skip = ("features_only", "out_indices", "feature_cls", "flatten_sequential")
-            with torch.device("meta"):
-                full = timm.create_model(
-                    self.model_name, **{k: v for k, v in self._timm_kwargs.items() if k not in skip}
-                )
-            body_keys = set(self.body.state_dict())
-            by_form: Dict[str, List[str]] = {}
-            for key in body_keys:
-                by_form.setdefault(key.replace("_", "."), []).append(key)
-            renamed = {}
-            for key in full.state_dict():  # FeatureListNet joins nested names with "_"; FeatureGetterNet adds "model."
-                for form in (key.replace("_", "."), f"model.{key}".replace("_", ".")):
-                    if len(by_form.get(form, ())) == 1:
-                        renamed[key] = by_form[form][0]
-                        break
-            self._names = _TimmNames(full, renamed, set(full.state_dict()), body_keys)
+            self._names = timm_names(self.model_name, self._timm_kwargs, self.body)
         return self._names
 
     def translate_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """A timm checkpoint of the whole model (``fc``/``head`` included) goes through timm's own filter for this
-        architecture (old key names, resized position embeddings and patch kernels); anything else stays as it is."""
-        names = self._timm_names()
-        if 2 * sum(key in names.full_keys for key in state) <= len(state):
-            return state
-        filter_fn = getattr(sys.modules.get(type(names.full).__module__), "checkpoint_filter_fn", None)
-        if filter_fn is None:
-            return state
-        try:
-            return dict(filter_fn(dict(state), names.full))
-        except Exception as error:  # a filter written for another checkpoint layout
-            raise WeightsMismatchError(
-                f"timm's checkpoint filter for {self.model_name} refuses this file ({type(error).__name__}: {error})"
-            ) from error
+        """A timm checkpoint of the whole model goes through timm's own filter for this architecture."""
+        return translate_timm_checkpoint(state, self._timm_names(), self.model_name)
 
     def checkpoint_key(self, key: str) -> Optional[str]:
-        """Our own ``body.`` keys; timm's ``features_only`` keys; timm's full-model keys (renamed to the body's, the
-        head and unbuilt levels dropped); anything else unchanged, to be reported as unexpected."""
-        if key.startswith("body."):
-            return key
-        names = self._timm_names()
-        if key in names.body_keys:
-            return f"body.{key}"
-        if key in names.renamed:
-            return f"body.{names.renamed[key]}"
-        return None if key in names.full_keys else key
+        """Our own ``body.`` keys, timm's ``features_only`` keys, timm's full-model keys (renamed; the head and unbuilt
+        levels dropped); anything else unchanged, to be reported as unexpected."""
+        return body_key(key, self._timm_names())
 
 
 _PROBED: Dict[str, Tuple[Tuple[int, ...], Dict[str, Any], Optional[int], List[int], bool]] = {}
 _FITTED: Dict[Tuple[str, int], Any] = {}  # (probe key, last level) -> GridFit
-
-
-class _TimmNames(NamedTuple):
-    full: Any
-    renamed: Dict[str, str]
-    full_keys: Set[str]
-    body_keys: Set[str]
 
 
 _OWN_OPTIONS = {
