@@ -30,6 +30,7 @@ from .registry import (
 from .sequential import SequentialBackbone
 from .sources import TimmWeights, TorchvisionWeights, WeightsUnavailableError
 from .strides import StridePlan, plan_strides
+from .swapping import SwapReport, swap  # the layer above the core and the adapters: last, they import the core
 
 __version__ = "0.2.0"
 
@@ -53,6 +54,7 @@ __all__ = [
     "SequentialBackbone",
     "Stages",
     "StridePlan",
+    "SwapReport",
     "TimmBackbone",
     "TimmWeights",
     "TorchvisionWeights",
@@ -70,6 +72,7 @@ __all__ = [
     "plan_strides",
     "register_backbone",
     "register_namespace",
+    "swap",
     "unregister_backbone",
     "unregister_namespace",
     "weight_sets",

@@ -16,7 +16,7 @@ import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Collection, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Callable, Collection, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +25,15 @@ from .base import Backbone, Encoder
 from .records import LoadReport, key_list
 from .sources import read_state_dict, unwrap_container
 
-__all__ = ["LoadReport", "WeightsMismatchError", "adapt_first_conv", "first_conv_name", "load_weights"]
+__all__ = [
+    "LoadReport",
+    "WeightsMismatchError",
+    "adapt_first_conv",
+    "copy_atomically",
+    "first_conv_name",
+    "load_outside",
+    "load_weights",
+]
 
 _logger = logging.getLogger(__name__)
 _ADAPTERS = "adapters."
@@ -65,19 +73,25 @@ def _model_key(model: Encoder, key: str) -> Optional[str]:
     return None if name is None else prefix + name
 
 
-def _find_prefix(model: Encoder, keys: List[str], targets: Collection[str]) -> Tuple[str, int]:
-    """The prefix (``""`` or ending in ``.``) under which the most keys map onto ``targets``."""
+def _best_prefix(keys: List[str], fits: Callable[[str], bool]) -> Tuple[str, int]:
+    """The prefix (``""`` or ending in ``.``) under which the most keys ``fit`` (the shortest of equals), and how
+    many: a whole model's ``encoder.model.``, a Lightning module's ``bttr.``, DDP's ``module.``."""
     scores: Dict[str, int] = defaultdict(int)
     for key in keys:
         parts = key.split(".")
         for cut in range(len(parts)):
             prefix = ".".join(parts[:cut]) + ("." if cut else "")
-            if _model_key(model, key[len(prefix) :]) in targets:
+            if fits(key[len(prefix) :]):
                 scores[prefix] += 1
     if not scores:
         return "", 0
     best = max(scores.values())
     return min((p for p, s in scores.items() if s == best), key=len), best
+
+
+def _find_prefix(model: Encoder, keys: List[str], targets: Collection[str]) -> Tuple[str, int]:
+    """The prefix under which the most keys map onto ``targets`` through the family's names."""
+    return _best_prefix(keys, lambda key: _model_key(model, key) in targets)
 
 
 def _tensor_problem(tensor: object, target: Tensor) -> Optional[str]:
@@ -122,6 +136,12 @@ class _Plan:
     mis_shaped: List[str] = field(default_factory=list)
     unusable: List[str] = field(default_factory=list)
     missing: List[str] = field(default_factory=list)
+
+    def problems(self) -> List[str]:
+        """One line per kind of problem, with the keys."""
+        kinds = (("missing", self.missing), ("unexpected", self.unexpected), ("mis-shaped", self.mis_shaped),
+                 ("unusable", self.unusable))  # fmt: skip
+        return [f"{title} ({len(keys)}): {key_list(keys)}" for title, keys in kinds if keys]
 
 
 def _map_keys(model: Encoder, state: Dict[str, object], prefix: str, report: LoadReport) -> Dict[str, object]:
@@ -170,9 +190,7 @@ def _plan(
 
 
 def _refusal(model: Encoder, plan: _Plan, source: str, prefix: str) -> Optional[WeightsMismatchError]:
-    kinds = (("missing", plan.missing), ("unexpected", plan.unexpected), ("mis-shaped", plan.mis_shaped),
-             ("unusable", plan.unusable))  # fmt: skip
-    problems = [f"{title} ({len(keys)}): {key_list(keys)}" for title, keys in kinds if keys]
+    problems = plan.problems()
     if not problems:
         return None
     strip = model.key_prefix
@@ -253,4 +271,58 @@ def load_weights(
     backbone.pretrained_report = report
     backbone.preprocess = None
     _logger.info("%s", report)
+    return report
+
+
+def load_outside(
+    model: nn.Module,
+    checkpoint: Union[str, os.PathLike, Mapping[str, Tensor]],
+    path: str,
+    *,
+    source: Optional[str] = None,
+) -> LoadReport:
+    """Load a whole-model checkpoint into ``model`` except the tensors under ``path`` (a swapped encoder's): every
+    other tensor of ``model`` must be in it with its shape (strict), the checkpoint's tensors under ``path`` are
+    listed as ``dropped``, and a failure leaves the model bit-identical. The prefix under which the checkpoint holds
+    the model (Lightning's attribute, ``model.``, ``module.``) is found by matching the model's own keys.
+
+    Raises:
+        WeightsMismatchError: missing, unexpected, mis-shaped or unusable tensors, listed by name.
+    """
+    state, source = _checked_state(checkpoint, source)
+    inside = f"{path}."
+    rest = {key: value for key, value in model.state_dict().items() if not key.startswith(inside)}
+    prefix, score = _best_prefix(list(state), lambda key: key in rest or key.startswith(inside))
+    if score == 0:
+        raise WeightsMismatchError(
+            f"no tensor of {source} matches {type(model).__name__}: the file has keys like "
+            f"{key_list(list(state)[:5])}; the model has keys like {key_list(list(rest)[:5])}"
+        )
+    report, plan = LoadReport(source=source, prefix=prefix), _Plan()
+    seen = set()
+    for key, tensor in state.items():
+        name = key[len(prefix) :]
+        seen.add(name)
+        if not key.startswith(prefix):
+            report.outside_prefix += 1
+        elif name.startswith(inside):
+            report.dropped.append(name)
+        elif name not in rest:
+            plan.unexpected += [name] if isinstance(tensor, Tensor) else []
+        elif _tensor_problem(tensor, rest[name]) is not None:
+            plan.unusable.append(f"{name} ({_tensor_problem(tensor, rest[name])})")
+        elif tensor.shape != rest[name].shape:  # type: ignore[union-attr]
+            plan.mis_shaped.append(f"{name} (file {tuple(tensor.shape)}, model {tuple(rest[name].shape)})")  # type: ignore[union-attr]
+        else:
+            plan.to_load[name] = tensor  # type: ignore[assignment]
+    plan.missing = [k for k in rest if k not in seen and not k.endswith("num_batches_tracked")]
+    problems = plan.problems()
+    if problems:
+        where = f" under the prefix {prefix!r}" if prefix else ""
+        raise WeightsMismatchError(
+            f"checkpoint {source} does not fit {type(model).__name__} outside {path}{where} (the model is "
+            f"unchanged):\n  " + "\n  ".join(problems)
+        )
+    copy_atomically(model, plan.to_load, source)
+    report.loaded = len(plan.to_load)
     return report

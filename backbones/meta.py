@@ -29,13 +29,15 @@ class _Call(nn.Module):
 
 @contextlib.contextmanager
 def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """``module`` in eval mode for the block, then back in the mode it had (a Backbone re-applies its freezing)."""
-    was_training = module.training
+    """``module`` in eval mode for the block, then every submodule back in exactly the mode it had (a frozen stage,
+    a BatchNorm kept in eval by hand: nothing is switched by a blanket ``train()``)."""
+    modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
         yield module
     finally:
-        module.train(was_training)
+        for submodule, training in modes:
+            submodule.training = training
 
 
 def is_meta(module: nn.Module) -> bool:

@@ -1,5 +1,6 @@
-"""``backbones`` command line: ``list``, ``check``, ``compare``, ``weights``, ``export``. Exit 0 = contract holds (the
-file loads), 1 = it does not, 2 = usage error. ``--json`` prints one JSON object for machines.
+"""``backbones`` command line: ``list``, ``check``, ``compare``, ``weights``, ``export``, ``swap``. Exit 0 = the
+contract holds (the file loads, every candidate fits), 1 = it does not, 2 = usage error. ``--json`` prints one JSON
+object for machines.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from .catalog import cmd_check, cmd_list, cmd_weights
 from .common import UsageError, pair_or_int, shape, size_list
 from .compare import cmd_compare
 from .export import cmd_export
+from .swap import cmd_swap
 
 __all__ = ["build_parser", "main"]
 
@@ -67,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fuse", action="store_true", help="fold BatchNorms into convs first (Backbone.fuse)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_export)
+
+    p = commands.add_parser("swap", help="which encoders could replace the one inside a model, at what cost")
+    p.add_argument("target", metavar="TARGET", help="package.module:callable or path/to/file.py:callable (the model)")
+    p.add_argument("--at", required=True, metavar="PATH", help="the encoder's path in the model, e.g. encoder.model")
+    p.add_argument("--to", required=True, nargs="+", metavar="SPEC", help="candidate backbones (NAME:key=value,...)")
+    p.add_argument("--kwargs", default="", metavar="JSON", help="keyword arguments of the callable, a JSON object")
+    p.add_argument("--input", type=shape, metavar="NxCxHxW", help="the input the encoder is used with")
+    p.add_argument("--allow-grid-change", action="store_true", help="accept a new grid where the old is not ceil")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_swap)
     return parser
 
 
