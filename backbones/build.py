@@ -124,9 +124,13 @@ def build_backbone(
 
 def _compose(entry: BackboneEntry, config: BackboneConfig, family_kwargs: Dict[str, Any]) -> Encoder:
     """The family's backbone, wrapped in a pyramid when several stages are wanted."""
+    backbone = entry.builder(
+        config if config.out_indices is None else replace(config, out_channels=None), **family_kwargs
+    )
+    if not isinstance(backbone, Backbone):
+        raise TypeError(f"the builder of {entry.name!r} returned {type(backbone).__name__}, not a backbones.Backbone")
     if config.out_indices is None:
-        return entry.builder(config, **family_kwargs)
-    backbone = entry.builder(replace(config, out_channels=None), **family_kwargs)
+        return backbone
     return FeaturePyramid(backbone, config.out_indices, config.out_channels, config.adapter)
 
 

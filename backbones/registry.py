@@ -18,9 +18,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, TypeVar
 
+from .sources import WeightSource
+
 if TYPE_CHECKING:
     from .base import Backbone
-    from .sources import WeightSource
 
 __all__ = [
     "BackboneEntry",
@@ -106,8 +107,21 @@ def register_backbone(
         weights: published weight sources, e.g. ``(TorchvisionWeights("resnet50"), TimmWeights("resnet50"))``.
     """
     _check_name(name, "name")
+    if family is not None and not isinstance(family, str):
+        raise TypeError(f"family must be a string (the family's label) or None, got {family!r}")
+    if not isinstance(description, str):
+        raise TypeError(f"description must be a string, got {description!r}")
+    if not isinstance(weights, (tuple, list)) or not all(isinstance(w, WeightSource) for w in weights):
+        raise TypeError(
+            f"weights must be a tuple of weight sources such as (TorchvisionWeights('resnet50'), "
+            f"TimmWeights('resnet50')), got {weights!r}"
+        )
 
     def decorator(builder: B) -> B:
+        if not callable(builder):
+            raise TypeError(
+                f"register_backbone({name!r}) decorates a builder function or a Backbone class, got {builder!r}"
+            )
         if name in _TABLE:
             raise ValueError(f"a backbone named {name!r} is already registered (family {_TABLE[name].family!r})")
         target = builder.build if isinstance(builder, type) else builder  # a Backbone class: its build
@@ -132,6 +146,9 @@ def register_namespace(
 ) -> Namespace:
     """Make ``"<prefix>:<name>"`` resolve through ``resolve(name)``; ``list_names(pattern)`` lists names."""
     _check_name(prefix, "prefix")
+    for what, function in (("resolve", resolve), ("list_names", list_names)):
+        if not callable(function):
+            raise TypeError(f"register_namespace({prefix!r}): {what} must be a function, got {function!r}")
     if prefix in _NAMESPACES:
         raise ValueError(f"a namespace {prefix + ':'!r} is already registered")
     _NAMESPACES[prefix] = Namespace(prefix, resolve, list_names)
@@ -155,6 +172,8 @@ def list_backbones(pattern: Optional[str] = None) -> List[str]:
 
     A pattern with a namespace prefix lists that namespace: ``list_backbones("timm:convnext*")``.
     """
+    if pattern is not None and not isinstance(pattern, str):
+        raise TypeError(f"pattern must be a shell-style string such as 'resnet*' or None, got {pattern!r}")
     if pattern is not None and ":" in pattern:
         prefix, rest = pattern.split(":", 1)
         if prefix not in _NAMESPACES:
@@ -162,6 +181,8 @@ def list_backbones(pattern: Optional[str] = None) -> List[str]:
                 f"unknown namespace {prefix + ':'!r} in pattern {pattern!r}; namespaces: {_namespace_list()}"
             )
         names = _NAMESPACES[prefix].list_names(rest or None)
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"the list_names of namespace {prefix + ':'!r} must return a list of names, got {names!r}")
         return sorted((f"{prefix}:{n}" for n in names), key=natural_key)
     names = sorted(_TABLE, key=natural_key)
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
@@ -181,7 +202,13 @@ def get_entry(name: str) -> BackboneEntry:
     if ":" in name:
         prefix, rest = name.split(":", 1)
         if prefix in _NAMESPACES:
-            return _NAMESPACES[prefix].resolve(rest)
+            entry = _NAMESPACES[prefix].resolve(rest)
+            if not isinstance(entry, BackboneEntry):
+                raise TypeError(
+                    f"the resolve function of namespace {prefix + ':'!r} returned {type(entry).__name__} for {rest!r}, "
+                    f"not a BackboneEntry (it raises KeyError for names it does not know)"
+                )
+            return entry
         raise UnknownBackboneError(f"unknown namespace {prefix + ':'!r} in {name!r}; namespaces: {_namespace_list()}")
     folded = {n.lower(): n for n in _TABLE}
     key = name.strip().lower().replace("-", "_")

@@ -224,7 +224,7 @@ def test_timm_models_in_check_and_compare(capsys):
         (["check", "resnet50:out_channels=abc"], 2, "out_channels must be an int, or one int per output"),
         (["check", "RESNET18"], 2, "did you mean resnet18"),
         (["check", "resnet5"], 2, "(`backbones list` or list_backbones() shows all"),
-        (["list", "zzz*"], 1, "backbones list: no backbone matches 'zzz*' (`backbones list` shows all"),
+        (["list", "zzz*"], 1, "backbones list: error: no backbone matches 'zzz*' (`backbones list` shows all"),
         (["list", "nowhere:x*"], 2, "unknown namespace 'nowhere:'"),
         (["weights", "resnet18", "--file", "/nonexistent.pth"], 2, "--file /nonexistent.pth: pretrained file"),
         (["compare", "resnet18", "resnet18", "--images", "/nonexistent"], 2, "--images /nonexistent"),

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from ..build import build_backbone, build_on_meta, weight_sets
+from ..contract import size_problem
 from ..loading import WeightsMismatchError
 from ..registry import get_entry, list_backbones
 from ..report import describe
 from ..sources import CheckpointReadError, cache_dir, default_weight_set
-from ..spec import format_spec, parse_spec
-from .common import UsageError, build, stride_text, table
+from ..spec import format_spec
+from .common import UsageError, build, report_error, stride_text, table
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -22,15 +22,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     except KeyError as error:
         raise UsageError(error.args[0]) from error
     if args.family:
+        families = sorted({get_entry(name).family for name in list_backbones()})
+        if args.family not in families:
+            raise UsageError(f"--family must be one of {', '.join(families)}, got {args.family!r}")
         names = [name for name in names if ":" not in name and get_entry(name).family == args.family]
     if not names:
-        every = len(list_backbones())
-        print(
-            f"backbones list: no backbone matches {args.pattern!r} (`backbones list` shows all {every}; "
-            f"timm's models: `backbones list 'timm:{args.pattern or '*'}'`)",
-            file=sys.stderr,
+        pattern, every = args.pattern or "*", len(list_backbones())
+        family = f" in family {args.family!r}" if args.family else ""
+        timm = "" if ":" in pattern else f"; timm's models: `backbones list 'timm:{pattern}'`"
+        return report_error(
+            args, f"no backbone matches {pattern!r}{family} (`backbones list` shows all {every}{timm})", 1
         )
-        return 1
     if args.pattern is not None and ":" in args.pattern:  # a namespace: names only, nothing built
         print(json.dumps({"backbones": names}, indent=2) if args.json else "\n".join(names))
         return 0
@@ -73,6 +75,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     input_shape = args.input or (1, model.in_channels, 224, 224)
     if input_shape[1] != model.in_channels:
         raise UsageError(f"--input has {input_shape[1]} channels but {name} takes in_channels={model.in_channels}")
+    problem = size_problem(input_shape[2], input_shape[3], model.stage_backbone().input_limits.bounds())
+    if problem:
+        raise UsageError(f"--input {'x'.join(map(str, input_shape))}: {problem} for {name}")
     report = describe(model, input_shape, name, kwargs)
     if args.json:
         print(json.dumps({"spec": format_spec(name, kwargs), **report.to_dict()}, indent=2))
@@ -94,12 +99,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    try:
-        name, kwargs = parse_spec(args.spec)
-        entry = get_entry(name)
-        sets = weight_sets(name)
-    except (KeyError, ValueError) as error:
-        raise UsageError(str(error) if not isinstance(error, KeyError) else error.args[0]) from error
+    name, kwargs, _ = build(args.spec)  # the options checked on the meta device: a misspelt one is exit 2
+    entry, sets = get_entry(name), weight_sets(name)
     if args.file is None:
         default = default_weight_set(entry.weights)
         rows = [
@@ -121,7 +122,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
             print(table(lines, ["pretrained=", "source", "cached", f"file in {cache_dir()}", "preprocess"]))
         return 0
     try:
-        model = build_backbone(name, **{**kwargs, "pretrained": args.file})
+        model = build_backbone(name, **{**kwargs, "pretrained": Path(args.file)})  # a path, never a tag
     except (FileNotFoundError, CheckpointReadError) as error:
         raise UsageError(f"--file {args.file}: {error}") from error
     except (WeightsMismatchError, ValueError, TypeError) as error:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -16,6 +18,38 @@ Size = Tuple[int, int]
 
 class UsageError(Exception):
     """Bad arguments: exit code 2."""
+
+
+def report_error(args: argparse.Namespace, message: str, code: int) -> int:
+    """One line on stderr and, under ``--json``, one JSON object on stdout; returns the exit code."""
+    print(f"backbones {args.command}: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "exit": code}))
+    return code
+
+
+def count(text: str) -> int:
+    """A whole number >= 0 (``--verify``, ``--show``)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def opset(text: str) -> int:
+    """An ONNX opset the exporter writes: 18 up to what the installed onnx knows."""
+    from ..export import MIN_OPSET
+
+    try:
+        import onnx
+
+        newest = onnx.defs.onnx_opset_version()
+    except ImportError:
+        newest = 10**6
+    if not text.isdigit() or not MIN_OPSET <= int(text) <= newest:
+        raise argparse.ArgumentTypeError(
+            f"expected an opset in {MIN_OPSET}..{newest} (the dynamo exporter's), got {text!r}"
+        )
+    return int(text)
 
 
 def pair_or_int(text: str) -> Any:

@@ -135,7 +135,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not all(isinstance(m, Backbone) for m in models):
         raise UsageError("compare takes single-output specs (no out_indices)")
     found, sizes = _sizes(args)
-    typical = sorted(found, key=lambda s: s[0] * s[1])[len(found) // 2]  # median by area, a size that occurs
+    taken = [size for size in found if _limits_problem(models, *size) is None] or [
+        min(found, key=lambda s: s[0] * s[1])
+    ]
+    typical = sorted(taken, key=lambda s: s[0] * s[1])[len(taken) // 2]  # median by area of sizes both sides take
     verified = _verify_sample(sizes, args.verify)
     mismatches = _grid_and_mask_mismatches(models, sizes) + _forward_mismatches(models, verified)
     reference, candidate = models

@@ -4,19 +4,38 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from pathlib import Path
 from typing import Any
 
 from ..build import build_backbone
+from ..contract import size_problem
 from ..sources import CheckpointReadError
 from ..spec import format_spec
-from .common import UsageError, build, table
+from .common import UsageError, build, report_error, table
+
+
+def _writable(path: str) -> Path:
+    """``--onnx``'s file: its folder exists or can be made, and it is not a folder itself."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"--onnx {path}: is a folder; name the .onnx file to write")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--onnx {path}: its folder cannot be made ({error.strerror or error})") from None
+    return target
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..export import RELATIVE_TOLERANCE, check_onnx, export_onnx
 
-    name, kwargs, _ = build(args.spec)
+    name, kwargs, model = build(args.spec)
+    _writable(args.onnx)
+    if args.check:
+        bounds = model.stage_backbone().input_limits.bounds()
+        problems = [f"{h}x{w}: {size_problem(h, w, bounds)}" for h, w in args.check if size_problem(h, w, bounds)]
+        if problems:
+            raise UsageError(f"--check {'; '.join(problems)}")
     try:
         model = build_backbone(name, **kwargs).eval()
         if args.fuse:
@@ -27,8 +46,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         path = export_onnx(encoder, args.onnx, opset=args.opset)
     except (ImportError, ValueError) as error:
-        print(f"backbones export: {format_spec(name, kwargs)} cannot be exported: {error}", file=sys.stderr)
-        return 1
+        return report_error(args, f"{format_spec(name, kwargs)} cannot be exported: {error}", 1)
     checks = check_onnx(encoder, path, args.check) if args.check else []
     ok = all(check.ok for check in checks)
     if args.json:
