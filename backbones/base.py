@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any, ClassVar, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple, TypeVar, Union
+from typing import Any, ClassVar, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 import torch
 from torch import Tensor, nn
@@ -78,6 +78,7 @@ class Encoder(nn.Module):
         attends_to_mask: whether a padding mask passed to ``forward`` reaches attention layers (timm's ViT, DeiT
             and EVA); other encoders compute the same features with or without it.
         folded_batchnorms: BatchNorms folded into convs by :meth:`fuse` (0 before).
+        reparameterized: multi-branch layers :meth:`fuse` folded into one conv (0 before).
     """
 
     in_channels: int
@@ -118,8 +119,9 @@ class Encoder(nn.Module):
         return height, width
 
     def fuse(self: E) -> E:
-        """Fold every BatchNorm that directly follows a conv into that conv (body and ``conv_bn`` adapters), in
-        place, for inference; returns ``self``. The outputs stay within 1e-4 of their scale in float32 (a few
+        """Fold multi-branch layers into one conv each (PP-LCNetV3's, as the original's ``rep()``), then every
+        BatchNorm that directly follows a conv into that conv (body and ``conv_bn`` adapters), in place, for
+        inference; returns ``self``. The outputs stay within 1e-4 of their scale in float32 (a few
         units of the dtype's rounding in half precision), checked on a probe input.
 
         Pre-activation BatchNorms (BN -> ReLU -> conv) have no conv to fold into and stay. The count is in
@@ -144,9 +146,11 @@ class Encoder(nn.Module):
         backbone = self.stage_backbone()
         parameter = next(iter(self.parameters()))
         probe = torch.randn(2, self.in_channels, *self._probe_size(), dtype=parameter.dtype, device=parameter.device)
-        folded, kept = fold_batchnorms(self, backbone.fusable_pairs, backbone.fusion_chains(), probe)
-        self.folded_batchnorms = folded
-        _logger.info("%s.fuse(): folded %d BatchNorms into convs, %d stay", type(self).__name__, folded, kept)
+        layers = backbone.reparameterizable()
+        folded, kept = fold_batchnorms(self, backbone.fusable_pairs, backbone.fusion_chains(), probe, layers)
+        self.folded_batchnorms, self.reparameterized = folded, len(layers)
+        _logger.info("%s.fuse(): %d layers re-parameterised, %d BatchNorms folded, %d stay", type(self).__name__,
+                     len(layers), folded, kept)  # fmt: skip
         return self
 
 
@@ -193,6 +197,7 @@ class Backbone(Encoder):
         self.pretrained_report = None
         self.preprocess = None
         self.folded_batchnorms: int = 0
+        self.reparameterized: int = 0
         self._options: Dict[str, Any] = dict(options)
         self._begin_build()
         stages = self.build(config, **options)
@@ -257,12 +262,18 @@ class Backbone(Encoder):
         translate timm's full-model keys here). The default returns it as it is."""
         return state
 
-    def mismatch_hint(self, missing: List[str], unexpected: List[str]) -> str:
-        """A hint appended to a failed load's message (e.g. which option makes the keys fit)."""
+    def mismatch_hint(self, missing: List[str], unexpected: List[str], mis_shaped: Sequence[str] = ()) -> str:
+        """A hint appended to a failed load's message (which option makes the keys fit, which family the file is
+        of); the keys are this backbone's names."""
         return ""
 
     def fusion_chains(self) -> List[nn.Module]:
         """Containers besides ``nn.Sequential`` whose consecutive children run in order (for :meth:`fuse`)."""
+        return []
+
+    def reparameterizable(self) -> List[nn.Module]:
+        """Multi-branch layers that :meth:`fuse` folds into one conv: each has ``rep()`` and ``unrep()`` (PP-LCNetV3's
+        learnable re-parameterisable layers); none by default."""
         return []
 
     def unbuilt_keys(self) -> Set[str]:

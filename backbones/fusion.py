@@ -13,7 +13,7 @@ exception part-way, or outputs that moved) puts every original module and parame
 from __future__ import annotations
 
 import copy
-from typing import Iterator, List, Sequence, Tuple
+from typing import Collection, Iterator, List, Sequence, Set, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -45,18 +45,26 @@ def _chains(model: nn.Module, declared: Sequence[nn.Module]) -> Iterator[nn.Modu
 
 
 def find_pairs(
-    model: nn.Module, attribute_pairs: Sequence[Tuple[str, str]], chains: Sequence[nn.Module] = ()
+    model: nn.Module,
+    attribute_pairs: Sequence[Tuple[str, str]],
+    chains: Sequence[nn.Module] = (),
+    skip: Collection[int] = (),
 ) -> List[FoldPair]:
-    """Every (conv, BatchNorm) pair of ``model`` where the BatchNorm directly consumes the conv's output."""
+    """Every (conv, BatchNorm) pair of ``model`` where the BatchNorm directly consumes the conv's output, except in
+    the modules whose ``id`` is in ``skip`` (the branches of re-parameterised layers: they no longer run)."""
     pairs: List[FoldPair] = []
-    seen = set()
+    seen = set(skip)
     for chain in _chains(model, chains):
+        if id(chain) in seen:
+            continue
         children = list(chain.named_children())
         for (_, first), (name, second) in zip(children, children[1:]):
             if _foldable(first, second) and id(second) not in seen:
                 pairs.append((first, chain, name, second))  # type: ignore[arg-type]
                 seen.add(id(second))
     for module in model.modules():
+        if id(module) in seen:
+            continue
         for conv_name, norm_name in attribute_pairs:
             conv, norm = getattr(module, conv_name, None), getattr(module, norm_name, None)
             if _foldable(conv, norm) and id(norm) not in seen:
@@ -90,28 +98,41 @@ def _allowed_differences(model: nn.Module, probe: Tensor, before: List[Tensor]) 
     return [max(a, 4 * r) for a, r in zip(allowed, rounding)]
 
 
+def _branches(layers: Sequence[nn.Module]) -> Set[int]:
+    """The submodules of re-parameterised layers but their single conv: what no longer runs."""
+    kept = {id(getattr(layer, "reparam_conv", None)) for layer in layers}
+    return {id(m) for layer in layers for m in layer.modules() if m is not layer and id(m) not in kept}
+
+
 def fold_batchnorms(
     model: nn.Module,
     attribute_pairs: Sequence[Tuple[str, str]],
     chains: Sequence[nn.Module],
     probe: Tensor,
+    reparameterizable: Sequence[nn.Module] = (),
 ) -> Tuple[int, int]:
-    """Fold in place; returns ``(folded, kept)`` BatchNorm counts.
+    """Re-parameterise, then fold in place; returns ``(folded, kept)`` BatchNorm counts (those of re-parameterised
+    layers' branches are neither).
 
     Args:
         model: an encoder in eval mode (its ``forward_outputs`` is what is compared).
         attribute_pairs, chains: what the family declares (see the module docstring).
         probe: an input to compare the outputs on.
+        reparameterizable: layers with ``rep()``/``unrep()`` to fold into one conv first.
 
     Raises:
         RuntimeError: folding failed or changed the outputs beyond the tolerance; the model is restored exactly.
     """
-    pairs = find_pairs(model, attribute_pairs, chains)
-    total = sum(isinstance(m, _BatchNorm) for m in model.modules())
     before = _outputs(model, probe)
     allowed = _allowed_differences(model, probe, before)
-    originals = [(conv, conv.weight, conv.bias, parent, name, norm) for conv, parent, name, norm in pairs]
+    originals: List[Tuple] = []
     try:
+        for layer in reparameterizable:
+            layer.rep()  # type: ignore[operator]
+        skip = _branches(reparameterizable)
+        pairs = find_pairs(model, attribute_pairs, chains, skip)
+        total = sum(isinstance(m, _BatchNorm) and id(m) not in skip for m in model.modules())
+        originals = [(conv, conv.weight, conv.bias, parent, name, norm) for conv, parent, name, norm in pairs]
         for conv, parent, name, norm in pairs:
             weight, bias = fuse_conv_bn_weights(
                 conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
@@ -126,6 +147,8 @@ def fold_batchnorms(
         for conv, weight, bias, parent, name, norm in originals:
             conv.weight, conv.bias = weight, bias
             setattr(parent, name, norm)
+        for layer in reparameterizable:
+            layer.unrep()  # type: ignore[operator]
         raise RuntimeError(
             f"folding BatchNorms into convs failed for {type(model).__name__} ({error}); nothing was folded, the "
             f"model is as it was"

@@ -195,7 +195,9 @@ def _refusal(model: Encoder, plan: _Plan, source: str, prefix: str) -> Optional[
         return None
     strip = model.key_prefix
     hint = model.stage_backbone().mismatch_hint(
-        [k[len(strip) :] for k in plan.missing], [k[len(strip) :] for k in plan.unexpected]
+        [k[len(strip) :] for k in plan.missing],
+        [k[len(strip) :] for k in plan.unexpected],
+        [k[len(strip) :] for k in plan.mis_shaped],
     )
     if hint:
         problems.append(f"hint: {hint}")
@@ -257,9 +259,11 @@ def load_weights(
     reference = set(own) | {model.key_prefix + key for key in backbone.unbuilt_keys()}
     prefix, score = _find_prefix(model, list(state), reference)
     if score == 0:
+        hint = backbone.mismatch_hint([], list(state), [])
         raise WeightsMismatchError(
             f"no tensor of {source} matches a parameter of {type(backbone).__name__}: the file has keys like "
             f"{key_list(list(state)[:5])}; the model expects keys like {key_list(list(own)[:5])}"
+            + (f"\n  hint: {hint}" if hint else "")
         )
     report = LoadReport(source=source, prefix=prefix)
     plan = _plan(model, own, _map_keys(model, state, prefix, report), reference, report)

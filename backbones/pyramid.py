@@ -86,6 +86,7 @@ class FeaturePyramid(Encoder):
         self.adapters = nn.ModuleList(adapters)
         self.output_info = tuple(outputs)
         self.folded_batchnorms: int = 0
+        self.reparameterized: int = 0
 
     def stage_backbone(self) -> Backbone:
         return self.backbone

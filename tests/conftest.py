@@ -24,9 +24,12 @@ def native_stride(name: str) -> tuple:
 
 
 def reduced_stride(name: str, factor: int = 2) -> tuple:
-    """The native stride divided by ``factor`` on each axis (at least 1): a reachable output_stride."""
-    sh, sw = native_stride(name)
-    return max(sh // factor, 1), max(sw // factor, 1)
+    """A reachable output_stride about ``factor`` times denser than the native one: per axis, the largest stride a
+    stage of the family reaches that is at most native / factor (the smallest reachable if none is)."""
+    stages = meta_built(name).feature_info
+    wanted = [max(s // factor, 1) for s in native_stride(name)]
+    reachable = [sorted({info.stride[axis] for info in stages}) for axis in (0, 1)]
+    return tuple(max([s for s in reachable[axis] if s <= wanted[axis]] or reachable[axis][:1]) for axis in (0, 1))
 
 
 @pytest.fixture(autouse=True)

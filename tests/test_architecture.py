@@ -2,6 +2,7 @@
 
 import ast
 import inspect
+import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -71,15 +72,26 @@ def test_the_import_resolver_sees_relative_imports():
     assert "backbones.contract.check_mask" in _imports(ROOT / "adapters" / "masked.py")
 
 
+FAMILY_MODULES = {  # the modules that register something; the others are helpers (timm_grid, ocr_checkpoints)
+    _module(path)
+    for path in (CORE / "families").glob("*.py")
+    if re.search(r"register_(backbone|namespace)\(", path.read_text())
+}
+
+
 @pytest.mark.parametrize("path", sorted((CORE / "families").glob("*.py")), ids=lambda p: p.name)
 def test_families_do_not_import_each_other(path):
-    """Shared blocks live in backbones/layers.py; a family may use its own helper modules (timm_grid, ...)."""
+    """Shared blocks live in backbones/layers.py; a family may use helper modules, not another family."""
     module = _module(path)
     if path.name == "__init__.py":
         return
-    own = path.stem.split("_")[0]
-    others = [n for n in _imports(path) if _is_under(n, ["backbones.families"]) and n != "backbones.families"]
-    assert all(n.split(".")[2].startswith(own) for n in others), (module, others)
+    others = {name.rsplit(".", 1)[0] if name not in FAMILY_MODULES else name for name in _imports(path)}
+    assert not (others & FAMILY_MODULES) - {module}, (module, sorted(others & FAMILY_MODULES))
+
+
+def test_the_family_modules_are_found():
+    assert {"backbones.families.resnet", "backbones.families.timm", "backbones.families.svtrv2"} <= FAMILY_MODULES
+    assert "backbones.families.timm_grid" not in FAMILY_MODULES
 
 
 def test_registry_imports_no_family_and_adapters_import_only_the_core():

@@ -178,7 +178,7 @@ class DenseNetHMER(SequentialBackbone):
         init_conv_weights(self)
         return Stages(stages, len(block_layers))
 
-    def mismatch_hint(self, missing: List[str], unexpected: List[str]) -> str:
+    def mismatch_hint(self, missing: List[str], unexpected: List[str], mis_shaped: Sequence[str] = ()) -> str:
         for norm, option in (("features.norm1.", "stem_norm"), ("features.post_norm.", "post_norm")):
             if any(k.startswith(norm) for k in unexpected):
                 return f"the checkpoint has {norm[9:-1]}: build with {option}=True (BTTR's latest, CoMER-style)"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import ClassVar, Dict, List, Optional, Tuple
+from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
@@ -103,7 +103,7 @@ class _ResNet45(SequentialBackbone):
         rest = [_Block(planes, planes, (1, 1), plan.dilation, self.stride_on) for _ in range(1, blocks)]
         return nn.Sequential(first, *rest)
 
-    def mismatch_hint(self, missing: List[str], unexpected: List[str]) -> str:
+    def mismatch_hint(self, missing: List[str], unexpected: List[str], mis_shaped: Sequence[str] = ()) -> str:
         own = f"features.{self.stem_names[0]}."
         if any(k.startswith(own) for k in missing) and unexpected:
             other = "resnet45_aster" if self.stride_on == "conv2" else "resnet45_abinet"
