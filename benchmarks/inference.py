@@ -4,8 +4,11 @@ One process, the variants of one model and batch timed in alternation (eager, it
 order rotated each round), so slow drifts of the machine hit all alike. "eager (copy)" is a second, identical
 eager model: its ratio to eager is the noise yardstick of the run. onnxruntime gets as many threads as torch.
 
-    python benchmarks/inference.py [--models resnet18,resnet50,densenet_hmer,densenet121] [--batches 1,8]
-        [--size 128x316] [--repeats 7] [--no-compile] [--no-onnx] [--json]
+    python benchmarks/inference.py [--models resnet18,...,pphgnetv2_b4_rec] [--batches 1,8]
+        [--size HxW] [--repeats 7] [--no-compile] [--no-onnx] [--json]
+
+Each model runs at its own input by default: a 1-channel 128x316 formula for the formula encoders, a 3-channel
+32x128 line for SVTRv2 and 48x320 for the PP-OCRv5 encoders (their training sizes); ``--size`` sets one for all.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -27,11 +30,15 @@ from common import header, table  # noqa: E402
 
 from backbones import build_backbone, export_onnx  # noqa: E402
 
-CONFIGS = {
-    "resnet18": {"in_channels": 1, "output_stride": 16, "out_channels": 684},
-    "resnet50": {"in_channels": 1, "output_stride": 16, "out_channels": 684},
-    "densenet_hmer": {},
-    "densenet121": {"in_channels": 1},
+FORMULA, LINE, PPOCR = (128, 316), (32, 128), (48, 320)
+CONFIGS = {  # name: (build options, default input H x W)
+    "resnet18": ({"in_channels": 1, "output_stride": 16, "out_channels": 684}, FORMULA),
+    "resnet50": ({"in_channels": 1, "output_stride": 16, "out_channels": 684}, FORMULA),
+    "densenet_hmer": ({}, FORMULA),
+    "densenet121": ({"in_channels": 1}, FORMULA),
+    "svtrv2_tiny": ({}, LINE),
+    "pplcnetv3_rec": ({}, PPOCR),
+    "pphgnetv2_b4_rec": ({}, PPOCR),
 }
 TARGET = 0.85  # fuse() + channels_last against eager, batch 8, ResNets
 
@@ -45,7 +52,7 @@ def _runner(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
 
 
 def variants(name: str, batch: int, size: List[int], compile_: bool, onnx: bool, folder: Path) -> Dict[str, Callable]:
-    model = build_backbone(name, **CONFIGS[name]).eval()
+    model = build_backbone(name, **CONFIGS[name][0]).eval()
     x = torch.randn(batch, model.in_channels, *size)
     x_last = x.to(memory_format=torch.channels_last)
     fused = copy.deepcopy(model).fuse()
@@ -87,14 +94,18 @@ def rotated_median_ms(fns: List[Callable[[], object]], warmup: int, repeats: int
     return [1000 * statistics.median(t) for t in times]
 
 
-def run(models: List[str], batches: List[int], size: List[int], repeats: int, compile_: bool, onnx: bool) -> List[Dict]:
+def run(
+    models: List[str], batches: List[int], size: Optional[List[int]], repeats: int, compile_: bool, onnx: bool
+) -> List[Dict]:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in models:
+            hw = size or list(CONFIGS[name][1])
+            channels = CONFIGS[name][0].get("in_channels", 1 if name == "densenet_hmer" else 3)
             for batch in batches:
-                runs = variants(name, batch, size, compile_, onnx, Path(folder))
+                runs = variants(name, batch, hw, compile_, onnx, Path(folder))
                 times = rotated_median_ms(list(runs.values()), warmup=2, repeats=repeats)
-                shape = f"{batch}x1x{size[0]}x{size[1]}"
+                shape = f"{batch}x{channels}x{hw[0]}x{hw[1]}"
                 for variant, ms in zip(runs, times):
                     rows.append({"model": name, "input": shape, "variant": variant, "ms": ms, "/ eager": ms / times[0]})
                     print(json.dumps(rows[-1]), file=sys.stderr)
@@ -114,7 +125,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(CONFIGS), help=f"subset of {', '.join(CONFIGS)}")
     parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--size", default="128x316", help="HxW of the 1-channel input")
+    parser.add_argument("--size", help="HxW of every model's input (default: each model's own, see above)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-onnx", action="store_true")
@@ -124,7 +135,7 @@ def main(argv=None) -> None:
     unknown = sorted(set(models) - set(CONFIGS))
     if unknown:
         parser.error(f"--models takes {', '.join(CONFIGS)}, got {', '.join(unknown)}")
-    size = [int(v) for v in args.size.split("x")]
+    size = [int(v) for v in args.size.split("x")] if args.size else None
     batches = [int(v) for v in args.batches.split(",")]
     rows = run(models, batches, size, args.repeats, not args.no_compile, not args.no_onnx)
     if args.json:
