@@ -138,26 +138,16 @@ def train_one(args, spec: str, train_set, val_set, test_set, folder: Path) -> Di
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     device = torch.device(args.device)
-    vocabulary = train_set.dataset.vocabulary if isinstance(train_set, Subset) else train_set.vocabulary
-    v = vocabulary
+    v = vocabulary = train_set.dataset.vocabulary if isinstance(train_set, Subset) else train_set.vocabulary
     model = Recognizer(spec, len(v), sos=v.sos, eos=v.eos, pad=v.pad, pretrained=args.pretrained).to(device)
     if world > 1 and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    warmup = max(1, min(100, args.steps // 10 if args.steps else 100))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-    base = train_set.dataset if isinstance(train_set, Subset) else train_set
-    indices = train_set.indices if isinstance(train_set, Subset) else range(len(base))
-    sizes = [tuple(base.samples[i].image.shape) for i in indices]
-    sampler = SizeBatchSampler(sizes, args.batch_size, max_pixels=args.max_pixels, seed=args.seed,
-                               rank=rank, world_size=world)  # fmt: skip
-    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=0)
-    from tqdm import tqdm
-
+    optimizer, scheduler = _optimizer(args, model)
+    sampler, loader = _loader(args, train_set, rank, world)
     budget = args.minutes * 60 if args.minutes else float("inf")
     total_steps = args.steps or 10**9
-    bar = tqdm(total=None if args.minutes else total_steps, desc=spec, disable=rank != 0 or args.quiet, unit="step")
+    bar = _progress(args, spec, rank, total_steps)
     history: List[Dict] = []
     step_times: List[float] = []
     start, step, epoch, running = time.time(), 0, 0, []
@@ -201,16 +191,45 @@ def train_one(args, spec: str, train_set, val_set, test_set, folder: Path) -> Di
     result = {"encoder": spec, "steps": step, "train_seconds": round(time.time() - start - evaluating),
               "ms_per_step": 1000 * statistics.median(step_times[1:] or step_times)}  # fmt: skip
     if rank == 0:
-        result["params_encoder"] = sum(p.numel() for p in model.encoder.parameters())
-        result["params_total"] = sum(p.numel() for p in model.parameters())
-        result["gflops_encoder"] = encoder_gflops(spec, args.flops_size)
-        result["val"] = history[-1] if val_set is not None else {}
-        if test_set is not None:
-            result["test"] = evaluate(model, test_set, device)
-        save_checkpoint(model, vocabulary, folder, {"result": result, "history": history})
-        plot_curves(history, folder / "curves.png", spec)
-        (folder / "history.json").write_text(json.dumps(history, indent=1))
+        _report(args, spec, model, vocabulary, result, history, val_set, test_set, device, folder)
     return result
+
+
+def _optimizer(args, model: torch.nn.Module):
+    """AdamW with a linear warm-up over the first tenth of the steps (at most 100)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    warmup = max(1, min(100, args.steps // 10 if args.steps else 100))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+
+
+def _progress(args, spec: str, rank: int, total_steps: int):
+    from tqdm import tqdm
+
+    total = None if args.minutes else total_steps
+    return tqdm(total=total, desc=spec, disable=rank != 0 or args.quiet, unit="step")
+
+
+def _loader(args, train_set, rank: int, world: int):
+    """The size-bucketed sampler over this rank's share of train_set, and its DataLoader."""
+    base = train_set.dataset if isinstance(train_set, Subset) else train_set
+    indices = train_set.indices if isinstance(train_set, Subset) else range(len(base))
+    sizes = [tuple(base.samples[i].image.shape) for i in indices]
+    sampler = SizeBatchSampler(sizes, args.batch_size, max_pixels=args.max_pixels, seed=args.seed,
+                               rank=rank, world_size=world)  # fmt: skip
+    return sampler, DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=0)
+
+
+def _report(args, spec, model, vocabulary, result, history, val_set, test_set, device, folder: Path) -> None:
+    """Sizes, the last validation, the test set's figures, the checkpoint, the curves and the history (rank 0)."""
+    result["params_encoder"] = sum(p.numel() for p in model.encoder.parameters())
+    result["params_total"] = sum(p.numel() for p in model.parameters())
+    result["gflops_encoder"] = encoder_gflops(spec, args.flops_size)
+    result["val"] = history[-1] if val_set is not None else {}
+    if test_set is not None:
+        result["test"] = evaluate(model, test_set, device)
+    save_checkpoint(model, vocabulary, folder, {"result": result, "history": history})
+    plot_curves(history, folder / "curves.png", spec)
+    (folder / "history.json").write_text(json.dumps(history, indent=1))
 
 
 def encoder_gflops(spec: str, size: str) -> float:
