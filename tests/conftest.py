@@ -55,6 +55,18 @@ def padding_on_grid(sizes, grid, stride) -> torch.Tensor:
     return torch.stack([(rows >= h) | (columns >= w) for h, w in sizes])
 
 
+def content_in_zeros_and_noise(canvas, content, seed: int):
+    """The same random content at the top left of two ``[2, 3, *canvas]`` images, one padded with zeros and one
+    with loud noise, and the bool padding mask ``[2, *canvas]`` (True = padding) they share."""
+    torch.manual_seed(seed)
+    zeros, noise = torch.zeros(2, 3, *canvas), torch.randn(2, 3, *canvas) * 3
+    h, w = content
+    zeros[:, :, :h, :w] = noise[:, :, :h, :w] = torch.randn(2, 3, h, w)
+    mask = torch.ones(2, *canvas, dtype=torch.bool)
+    mask[:, :h, :w] = False
+    return zeros, noise, mask
+
+
 def cells_at(mask: torch.Tensor, stride) -> torch.Tensor:
     """An arbitrary mask's cells at multiples of the stride, by index selection (not by the slicing the library
     uses): ``[N, H, W]`` or ``[N, 1, H, W]`` -> the same layout on the ``ceil(H/sh) x ceil(W/sw)`` grid."""

@@ -5,6 +5,7 @@ its subsampling reports), their checkpoint containers, masks, fuse()."""
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import content_in_zeros_and_noise
 from ocr_references import SVTR, RefHGNetV2B4, RefLCNetV3, RefRep, RefSVTRv2, close, randomised
 from torch import nn
 
@@ -45,11 +46,7 @@ def test_svtrv2_attention_ignores_the_padding(svtr_tiny):
     the same (0.0), without it they are not."""
     encoder = build_backbone("svtrv2_tiny").eval()
     load_weights(encoder, svtr_tiny.state_dict())
-    torch.manual_seed(1)
-    zeros, noise = torch.zeros(2, 3, 40, 100), torch.randn(2, 3, 40, 100) * 3
-    zeros[:, :, :32, :64] = noise[:, :, :32, :64] = torch.randn(2, 3, 32, 64)
-    mask = torch.ones(2, 40, 100, dtype=torch.bool)
-    mask[:, :32, :64] = False
+    zeros, noise, mask = content_in_zeros_and_noise((40, 100), (32, 64), seed=1)
     with torch.no_grad():
         masked = [encoder(x, mask)[:, :, :4, :16] for x in (zeros, noise)]
         plain = [encoder(x)[:, :, :4, :16] for x in (zeros, noise)]

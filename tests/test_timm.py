@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 from backbones.adapters import MaskedEncoder
-from conftest import padding_on_grid
+from conftest import content_in_zeros_and_noise, padding_on_grid
 
 from backbones import build_backbone, build_on_meta
 from backbones.testing import assert_contract, odd_sizes
@@ -141,11 +141,7 @@ def test_vit_blocks_are_levels_and_attention_ignores_padding():
     last_block = MaskedEncoder(build_backbone("timm:vit_tiny_patch16_224").eval())
     last_block.encoder.body.load_state_dict(vit.backbone.body.state_dict())
     assert [info.name for info in vit.feature_info] == [f"block{i}" for i in range(12)] and vit.attends_to_mask
-    torch.manual_seed(0)
-    zeros, noise = torch.zeros(2, 3, 64, 96), torch.randn(2, 3, 64, 96) * 3
-    zeros[:, :, :32, :48] = noise[:, :, :32, :48] = torch.randn(2, 3, 32, 48)
-    mask = torch.ones(2, 64, 96, dtype=torch.bool)
-    mask[:, :32, :48] = False
+    zeros, noise, mask = content_in_zeros_and_noise((64, 96), (32, 48), seed=0)
     with torch.no_grad():
         masked = [vit(x, mask)[1][:, :, :2, :3] for x in (zeros, noise)]
         plain = [vit(x)[1][:, :, :2, :3] for x in (zeros, noise)]
