@@ -112,9 +112,10 @@ def ceil_pool(stride: Pair, mode: str) -> nn.Module:
 
 def init_conv_weights(model: nn.Module, mode: str = "fan_out") -> None:
     """He initialisation of every conv of ``model``: ``fan_out`` as torchvision's ResNets (and the OCR and HMER
-    projects), ``fan_in`` as its DenseNets. BatchNorms keep their construction values (weight 1, bias 0)."""
+    projects), ``fan_in`` as its DenseNets. BatchNorms keep their construction values (weight 1, bias 0). Meta
+    weights (``build_on_meta``) have no values to set."""
     for module in model.modules():
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, nn.Conv2d) and not module.weight.is_meta:
             nn.init.kaiming_normal_(module.weight, mode=mode, nonlinearity="relu")
 
 

@@ -11,7 +11,9 @@ from itertools import chain
 from typing import Any, Iterator, Sequence
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["count_flops", "eval_mode", "is_meta", "meta_call"]
@@ -45,10 +47,68 @@ def is_meta(module: nn.Module) -> bool:
     return all(t.is_meta for t in chain(module.parameters(), module.buffers()))
 
 
+def _shape_only(x: Any, *others: Any) -> bool:
+    """Whether a shape-keeping op on ``x`` may answer without its kernel: meta, no autocast, one dtype."""
+    if not (isinstance(x, Tensor) and x.is_meta) or torch.is_autocast_enabled() or torch.is_autocast_enabled("cpu"):
+        return False
+    return all(t is None or t.dtype == x.dtype for t in others)
+
+
+def _sizes_fit(op: str, expected: Sequence[int], **tensors: Any) -> None:
+    for name, tensor in tensors.items():
+        if tensor is not None and tuple(tensor.shape) != tuple(expected):
+            raise RuntimeError(f"{op}: {name} has shape {tuple(tensor.shape)}, the input needs {tuple(expected)}")
+
+
+def _batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    if not _shape_only(x, running_mean, running_var, weight, bias) or x.dim() < 2:
+        return None
+    if training:
+        F._verify_batch_size(x.size())
+    _sizes_fit("batch_norm", x.shape[1:2], running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    return torch.empty_like(x)
+
+
+def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    shape = tuple(normalized_shape)
+    if not _shape_only(x, weight, bias) or tuple(x.shape[x.dim() - len(shape) :]) != shape:
+        return None
+    _sizes_fit("layer_norm", shape, weight=weight, bias=bias)
+    return torch.empty_like(x)
+
+
+def _activation(x, inplace=False):
+    return None if not _shape_only(x) else x if inplace else torch.empty_like(x)
+
+
+def _gelu(x, approximate="none"):
+    return torch.empty_like(x) if _shape_only(x) and approximate in ("none", "tanh") else None
+
+
+class _ShapeOnlyOps(TorchFunctionMode):
+    """On meta tensors, the norms and activations that keep their input's shape answer ``empty_like(input)``
+    after the size checks of the real kernels: their meta kernels are Python decompositions that take 2-7x the
+    time of all the convolutions of a meta forward. Anything else runs the real function."""
+
+    _SHORTCUTS = {
+        F.batch_norm: _batch_norm,
+        F.layer_norm: _layer_norm,
+        F.hardswish: _activation,
+        F.hardsigmoid: _activation,
+        F.gelu: _gelu,
+    }
+
+    def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        shortcut = self._SHORTCUTS.get(func)
+        out = shortcut(*args, **kwargs) if shortcut is not None else None
+        return func(*args, **kwargs) if out is None else out
+
+
 def meta_call(module: nn.Module, method: str, *args: Any) -> Any:
     """``module.<method>(*args)`` under ``torch.no_grad`` with every parameter and buffer replaced by a
     meta tensor of its shape (``args`` are meta tensors): shapes only, no weight is copied or touched."""
-    with torch.no_grad():
+    with torch.no_grad(), _ShapeOnlyOps():
         if is_meta(module):
             return getattr(module, method)(*args)
         named = chain(module.named_parameters(remove_duplicate=False), module.named_buffers(remove_duplicate=False))

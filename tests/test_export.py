@@ -7,17 +7,18 @@ from conftest import built
 # export treats a dynamic size of 1 as special, so the range starts where every output is >= 2 cells
 H = torch.export.Dim("H", min=33, max=1024)
 W = torch.export.Dim("W", min=33, max=2048)
-SIZES = [(33, 33), (47, 95), (128, 316), (77, 1001)]
+SIZES = [(33, 33), (47, 95), (77, 1001)]
 
 
 @pytest.mark.parametrize(
     "name, kwargs",
     [
-        ("resnet18", {"output_stride": 16, "out_channels": 684, "in_channels": 1}),
-        ("resnet50", {"strides": (1, (2, 1), 2, 1), "dilate": True, "out_channels": 64}),
-        ("densenet121", {"output_stride": 16, "out_channels": 684}),
-        ("densenet_hmer", {"out_channels": 256, "stem_norm": True, "post_norm": True}),
-        ("densenet_hmer", {"output_stride": 8, "dilate": True, "out_indices": (1, 2, 3)}),
+        ("resnet50", {"strides": (1, (2, 1), 2, 1), "dilate": True, "in_channels": 1, "out_channels": 64}),
+        ("densenet121", {"out_indices": (2,), "out_channels": 684}),  # torchvision's blocks, cut after the second
+        (
+            "densenet_hmer",
+            {"stem_norm": True, "post_norm": True, "output_stride": 8, "dilate": True, "out_indices": (1, 2, 3)},
+        ),
     ],
 )
 def test_script_and_export_match_eager(name, kwargs):
@@ -42,10 +43,13 @@ def test_scripted_encoder_keeps_input_checks():
         scripted(torch.randn(1, 3, 32, 32))
 
 
-@pytest.mark.slow
 def test_compile_fullgraph_dynamic():
-    encoder = built("densenet_hmer", output_stride=16, out_channels=32, block_layers=(2, 2, 2))
-    compiled = torch.compile(encoder, fullgraph=True, dynamic=True)
+    """One graph for every size: dynamo captures the whole forward with symbolic H, W (fullgraph=True fails on any
+    break), and AOT autograd's functionalised graph gives eager's numbers. Inductor's code generation is torch's own
+    (minutes of C++ on a cold cache); benchmarks/inference.py compiles with it."""
+    encoder = built("densenet_hmer", output_stride=16, out_channels=32, block_layers=(1, 1, 1))
+    torch._dynamo.reset()
+    compiled = torch.compile(encoder, fullgraph=True, dynamic=True, backend="aot_eager")
     for h, w in [(37, 101), (64, 77)]:
         x = torch.randn(2, 1, h, w)
         with torch.no_grad():

@@ -87,14 +87,14 @@ SWAPS = {
 def test_resnet50_swap_gives_the_densenet_grid(route):
     reference = meta_built("densenet_hmer")
     candidate = meta_built("resnet50", in_channels=1, out_channels=684, **SWAPS[route])
-    sizes = odd_sizes(520, low=(16, 16), high=(320, 1800), seed=7)
+    sizes = odd_sizes(200, low=(16, 16), high=(320, 1800), seed=7)
     masks = torch.rand(2, 320, 1800) > 0.5  # each size takes its top-left corner
     # analytic grid and downsampled masks on every pair; real (meta-device) forward on a sample of them
     for h, w in sizes:
         assert candidate.output_size(h, w) == reference.output_size(h, w) == (math.ceil(h / 16), math.ceil(w / 16))
         mask = masks[:, :h, :w]
         assert torch.equal(candidate.downsample_mask(mask), reference.downsample_mask(mask))
-    assert_swappable(reference, candidate, sizes[:40])
+    assert_swappable(reference, candidate, sizes[:24])
 
 
 def test_unmodified_resnet50_is_not_swappable():

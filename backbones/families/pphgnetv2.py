@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from ..base import Backbone, Stages
 from ..config import BackboneConfig
 from ..contract import FeatureInfo, Pair
+from ..layers import init_conv_weights
 from ..registry import register_backbone
 from .ocr_checkpoints import new_ocr_family_hint
 
@@ -138,9 +139,7 @@ class PPHGNetV2(Backbone):
             self.stages.append(_HGStage(spec, stage.stride, stage.first_dilation, stage.dilation))
             modules = (f"stages.{index - 1}",)
             infos.append(FeatureInfo(f"stage{index}", index, spec[2], stage.output_stride, stage.dilation, modules))
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight)
+        init_conv_weights(self, mode="fan_in")
         return Stages(infos, len(STAGES))
 
     def forward_stages(self, x: Tensor) -> List[Tensor]:
