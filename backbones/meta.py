@@ -48,8 +48,8 @@ def is_meta(module: nn.Module) -> bool:
 
 
 def _shape_only(x: Any, *others: Any) -> bool:
-    """Whether a shape-keeping op on ``x`` may answer without its kernel: meta, no autocast, one dtype."""
-    if not (isinstance(x, Tensor) and x.is_meta) or torch.is_autocast_enabled() or torch.is_autocast_enabled("cpu"):
+    """Whether a shape-keeping op on ``x`` may answer without its kernel: a meta tensor, one dtype."""
+    if not (isinstance(x, Tensor) and x.is_meta):
         return False
     return all(t is None or t.dtype == x.dtype for t in others)
 

@@ -1,7 +1,13 @@
+import functools
+import os
+
 import pytest
 import torch
 
 from backbones import build_backbone, build_on_meta, list_backbones
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core (pytest -n): one torch thread each
+    torch.set_num_threads(1)
 
 # Big models run one configuration each; the rest run the whole grid.
 HEAVY = {
@@ -18,17 +24,28 @@ HEAVY = {
 LIGHT = [name for name in list_backbones() if name not in HEAVY]
 
 
+@functools.cache
+def native(name: str):
+    """``(output_stride, feature_info)`` of the name's native build, built once per session on the meta device."""
+    encoder = build_on_meta(name)
+    return encoder.output_stride, encoder.feature_info
+
+
 def native_stride(name: str) -> tuple:
     """``(sh, sw)`` of the name's native output (32 for ImageNet bodies, 16 for densenet_hmer, (32, 4) for lines)."""
-    return meta_built(name).output_stride
+    return native(name)[0]
+
+
+def reachable_strides(name: str) -> list:
+    """Per axis, the sorted strides the name's stages reach."""
+    return [sorted({info.stride[axis] for info in native(name)[1]}) for axis in (0, 1)]
 
 
 def reduced_stride(name: str, factor: int = 2) -> tuple:
     """A reachable output_stride about ``factor`` times denser than the native one: per axis, the largest stride a
     stage of the family reaches that is at most native / factor (the smallest reachable if none is)."""
-    stages = meta_built(name).feature_info
     wanted = [max(s // factor, 1) for s in native_stride(name)]
-    reachable = [sorted({info.stride[axis] for info in stages}) for axis in (0, 1)]
+    reachable = reachable_strides(name)
     return tuple(max([s for s in reachable[axis] if s <= wanted[axis]] or reachable[axis][:1]) for axis in (0, 1))
 
 

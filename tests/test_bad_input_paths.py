@@ -181,7 +181,7 @@ def test_half_precision_fuses_within_its_own_rounding():
 
 
 # -- 3. export_onnx and check_onnx check their arguments ---------------------------------------------------
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(gray_resnet18_onnx, tmp_path_factory):
     encoder, dynamic = gray_resnet18_onnx
     folder = tmp_path_factory.mktemp("onnx")
@@ -200,11 +200,11 @@ def exported(gray_resnet18_onnx, tmp_path_factory):
         (lambda e, f: export_onnx(e, "/dev/null/x.onnx"), ValueError, "its folder cannot be created"),
     ],
 )  # fmt: skip
-def test_export_onnx_names_bad_arguments(exported, call, error, message):
-    encoder, _, _, folder = exported
+def test_export_onnx_names_bad_arguments(tmp_path, call, error, message):
+    """Refused before anything is exported."""
     with pytest.raises(error) as caught:
-        call(encoder, folder)
-    assert message in str(caught.value)
+        call(build_backbone("resnet18", in_channels=1, out_channels=8), tmp_path)
+    assert message in str(caught.value) and not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -221,6 +221,7 @@ def test_export_onnx_names_bad_arguments(exported, call, error, message):
         (lambda e, d, s, f: check_onnx(e, f / "garbage.onnx", [(32, 32)]), ValueError, "is not a model onnxrun"),
     ],
 )  # fmt: skip
+@pytest.mark.xdist_group("onnx")  # the worker that has conftest's gray_resnet18_onnx
 def test_check_onnx_names_bad_arguments(exported, call, error, message):
     encoder, dynamic, static, folder = exported
     (folder / "garbage.onnx").write_bytes(b"not an onnx file")

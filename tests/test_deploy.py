@@ -29,6 +29,7 @@ CASES = {
 }
 
 
+@pytest.mark.xdist_group("onnx")  # one worker exports conftest's gray_resnet18_onnx
 @pytest.mark.parametrize("case", CASES)
 def test_onnx_export_matches_pytorch_at_unseen_odd_sizes(case, tmp_path, request):
     if CASES[case] is None:

@@ -16,7 +16,7 @@ main = _MODULE.main
 
 
 def test_cifar_stem_on_synthetic_data_learns(tmp_path):
-    result = main(["--synthetic", "96", "--size", "32", "--stem", "cifar", "--epochs", "3", "--lr", "3e-3",
+    result = main(["--synthetic", "64", "--size", "32", "--stem", "cifar", "--epochs", "2", "--lr", "3e-3",
                    "--out", str(tmp_path)])  # fmt: skip
     assert result["grid"] == [4, 4]
     history = result["history"]

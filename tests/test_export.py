@@ -17,7 +17,14 @@ SIZES = [(33, 33), (47, 95), (77, 1001)]
         ("densenet121", {"out_indices": (2,), "out_channels": 684}),  # torchvision's blocks, cut after the second
         (
             "densenet_hmer",
-            {"stem_norm": True, "post_norm": True, "output_stride": 8, "dilate": True, "out_indices": (1, 2, 3)},
+            {
+                "block_layers": (4, 4, 4),
+                "stem_norm": True,
+                "post_norm": True,
+                "output_stride": 8,
+                "dilate": True,
+                "out_indices": (1, 2, 3),
+            },
         ),
     ],
 )

