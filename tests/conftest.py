@@ -89,26 +89,3 @@ def cells_at(mask: torch.Tensor, stride) -> torch.Tensor:
     uses): ``[N, H, W]`` or ``[N, 1, H, W]`` -> the same layout on the ``ceil(H/sh) x ceil(W/sw)`` grid."""
     rows, columns = torch.arange(0, mask.shape[-2], stride[0]), torch.arange(0, mask.shape[-1], stride[1])
     return mask.index_select(mask.dim() - 2, rows).index_select(mask.dim() - 1, columns)
-
-
-def randomise_norms(model: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial BatchNorm running statistics, so that folding and export have something to get wrong."""
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.copy_(torch.rand(module.num_features, generator=generator) - 0.5)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-    return model
-
-
-@pytest.fixture(scope="session")
-def gray_resnet18_onnx(tmp_path_factory):
-    """``(encoder, path)``: resnet18 for 1-channel images at /16 with 684 channels, randomised norms, in train mode,
-    and its dynamic ONNX file. Exported once for the deployment tests and the export argument checks."""
-    pytest.importorskip("onnxruntime")
-    from backbones import export_onnx
-
-    torch.manual_seed(0)
-    encoder = build_backbone("resnet18", in_channels=1, output_stride=16, out_channels=684)
-    encoder = randomise_norms(encoder).train()
-    return encoder, export_onnx(encoder, tmp_path_factory.mktemp("onnx") / "resnet18-gray-os16-684.onnx")

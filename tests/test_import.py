@@ -4,31 +4,22 @@ import subprocess
 import sys
 
 
-def _modules_after(code: str) -> set:
-    probe = f"import sys\n{code}\nprint(' '.join(m for m in ('timm', 'torchvision') if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    return set(result.stdout.split())
-
-
-def test_importing_the_package_loads_neither_timm_nor_torchvision():
-    assert _modules_after("import backbones, backbones.adapters") == set()
-
-
-def test_each_family_loads_only_what_it_builds_with():
-    """densenet_hmer needs neither library, torchvision's DenseNet layers only torchvision, the ResNets timm's
-    blocks (timm imports torchvision itself)."""
+def test_timm_and_torchvision_load_only_when_a_family_builds_with_them():
+    """`import backbones, backbones.adapters` loads neither; then densenet_hmer needs neither library, torchvision's
+    DenseNet layers only torchvision, the ResNets timm's blocks (timm imports torchvision itself). One fresh
+    process, each step in turn."""
     probe = (
-        "import sys, backbones\n"
+        "import sys, backbones, backbones.adapters\n"
         "def loaded():\n"
         "    return ','.join(m for m in ('timm', 'torchvision') if m in sys.modules) or '-'\n"
-        "steps = []\n"
+        "steps = [loaded()]\n"
         "for name in ('densenet_hmer', 'densenet121', 'resnet18'):\n"
         "    backbones.build_backbone(name)\n"
         "    steps.append(loaded())\n"
         "print(' '.join(steps))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert result.stdout.split() == ["-", "torchvision", "timm,torchvision"]
+    assert result.stdout.split() == ["-", "-", "torchvision", "timm,torchvision"]
 
 
 def test_distribution_metadata_and_version():
