@@ -75,3 +75,13 @@ def test_inference_script(capsys):
     variants = ["eager", "eager (copy)", "channels_last", "fuse()", "fuse() + channels_last"]
     assert [row["variant"] for row in rows] == variants and rows[0]["/ eager"] == 1.0
     assert all(row["ms"] > 0 for row in rows)
+
+
+def test_meta_shapes_script(capsys):
+    rows = json.loads(
+        _main(capsys, "meta_shapes.py", "--models", "resnet18", "--size", "32x32", "--repeats", "1", "--json")
+    )
+    assert [row["model"] for row in rows] == ["resnet18"] and rows[0]["input"] == "1x3x32x32"
+    assert all(
+        row[key] > 0 for row in rows for key in ("shortcut ms", "decompositions ms", "decompositions / shortcut")
+    )
