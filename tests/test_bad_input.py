@@ -271,11 +271,17 @@ LOADS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    """A resnet18 and a folder of broken checkpoints, shared: a refused load leaves the model as it was."""
+    return build_backbone(R18), _files(tmp_path_factory.mktemp("checkpoints"))
+
+
 @pytest.mark.parametrize("checkpoint, error, message", LOADS, ids=[f"load{i}" for i in range(len(LOADS))])
-def test_bad_load_weights_call(tmp_path, checkpoint, error, message):
-    model = build_backbone(R18)
+def test_bad_load_weights_call(bad_files, checkpoint, error, message):
+    model, folder = bad_files
     with pytest.raises(error) as caught:
-        load_weights(model, checkpoint(_files(tmp_path)))
+        load_weights(model, checkpoint(folder))
     assert message in str(caught.value)
 
 
