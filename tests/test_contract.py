@@ -15,17 +15,23 @@ SIZES = [(1, 3), (31, 33), (45, 17), (66, 97)]
 
 
 def grid(names):
+    """Each name at up to three output strides; the input and output channels touch only the first conv and the
+    adapter, so the two channel pairs take turns over the strides (both at the one stride of a single-stride name)."""
+    pairs = [(1, 684), (3, None)]
     for name in names:
-        for output_stride in dict.fromkeys(reduced_stride(name, factor) for factor in (1, 2, 4)):
-            # the input and output channels touch only the first conv and the adapter: two pairs cover them
-            for in_channels, out_channels in ((1, 684), (3, None)):
-                yield pytest.param(
-                    name,
-                    output_stride,
-                    in_channels,
-                    out_channels,
-                    id=f"{name}-os{output_stride[0]}x{output_stride[1]}-in{in_channels}-out{out_channels}",
-                )
+        strides = list(dict.fromkeys(reduced_stride(name, factor) for factor in (1, 2, 4)))
+        if len(strides) > 1:
+            configs = [(stride, pairs[i % 2]) for i, stride in enumerate(strides)]
+        else:
+            configs = [(strides[0], pair) for pair in pairs]
+        for output_stride, (in_channels, out_channels) in configs:
+            yield pytest.param(
+                name,
+                output_stride,
+                in_channels,
+                out_channels,
+                id=f"{name}-os{output_stride[0]}x{output_stride[1]}-in{in_channels}-out{out_channels}",
+            )
 
 
 def heavy_grid():
