@@ -23,7 +23,7 @@ from typing import Callable, Dict, Optional
 from torch import Tensor, nn
 
 from backbones import FeaturePyramid
-from backbones.validate import check_int
+from backbones.core import check_int
 
 __all__ = ["FPNBackbone", "with_fpn"]
 

@@ -9,8 +9,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from backbones.contract import check_mask
-from backbones.validate import check_bool, check_float, check_int
+from backbones.core import check_bool, check_float, check_int, check_mask
 
 __all__ = ["SinePositionalEncoding2D", "from_sequence", "to_sequence", "valid_mask"]
 

@@ -21,8 +21,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .base import Backbone, Encoder
-from .meta import eval_mode, meta_call
+from .core import Encoder, eval_mode, meta_call
 
 __all__ = ["assert_contract", "assert_swappable", "odd_sizes", "output_shapes"]
 
@@ -70,16 +69,6 @@ def _cells(mask: Tensor, stride: Size) -> Tensor:
     return mask.index_select(mask.dim() - 2, rows).index_select(mask.dim() - 1, columns)
 
 
-def _analytic(encoder: Encoder, h: int, w: int) -> List[Size]:
-    sizes = encoder.output_size(h, w)  # type: ignore[attr-defined]
-    return [sizes] if isinstance(encoder, Backbone) else list(sizes)
-
-
-def _masks(encoder: Encoder, mask: Tensor) -> List[Tensor]:
-    masks = encoder.downsample_mask(mask)  # type: ignore[attr-defined]
-    return [masks] if isinstance(encoder, Backbone) else list(masks)
-
-
 def _report(title: str, failures: List[str], total: int) -> None:
     if failures:
         shown = "\n  ".join(failures[:10])
@@ -107,13 +96,13 @@ def assert_contract(
         total += 1
         expected = _expected_shapes(encoder, batch, h, w)
         got = output_shapes(encoder, (batch, encoder.in_channels, h, w), device)
-        analytic = [(batch, e[1], *size) for e, size in zip(expected, _analytic(encoder, h, w))]
+        analytic = [(batch, e[1], *size) for e, size in zip(expected, encoder.output_sizes(h, w))]
         if got != expected or analytic != expected:
             failures.append(f"{h}x{w}: forward {got}, output_size {analytic}, contract {expected}")
             continue
         if masks:
             for mask in (torch.rand(batch, h, w) > 0.5, torch.rand(batch, 1, h, w).round()):
-                for out_mask, info in zip(_masks(encoder, mask), encoder.output_info):
+                for out_mask, info in zip(encoder.downsample_masks(mask), encoder.output_info):
                     if out_mask.dtype != mask.dtype or not torch.equal(out_mask, _cells(mask, info.stride)):
                         failures.append(f"{h}x{w}: downsample_mask is not the mask's cells at stride {info.stride}")
     _report(f"{type(encoder).__name__} breaks the shape contract", failures, total)
@@ -146,7 +135,7 @@ def assert_swappable(
             continue
         if masks:
             mask = torch.rand(1, h, w) > 0.5
-            pairs = zip(_masks(reference, mask), _masks(candidate, mask))
+            pairs = zip(reference.downsample_masks(mask), candidate.downsample_masks(mask))
             if any(not torch.equal(a, b) for a, b in pairs):
                 failures.append(f"{h}x{w}: downsampled masks differ")
     _report("candidate is not swappable for reference", failures, total)

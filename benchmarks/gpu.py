@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, median_ms, table  # noqa: E402
 
 from backbones import build_backbone, build_on_meta  # noqa: E402
-from backbones.meta import count_flops  # noqa: E402
+from backbones.core import count_flops  # noqa: E402
 
 MODELS = {
     "resnet34 /16": ("resnet34", {"in_channels": 1, "out_channels": 684, "output_stride": 16}),

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, interleaved_median_ms, table  # noqa: E402
 
 from backbones import build_on_meta  # noqa: E402
-from backbones.meta import _ShapeOnlyOps, meta_call  # noqa: E402
+from backbones.core import meta_call  # noqa: E402
+from backbones.core._meta_device import _ShapeOnlyOps  # noqa: E402
 
 MODELS = "resnet50,densenet121,densenet_hmer,pplcnetv3_rec,pphgnetv2_b4_rec,svtrv2_tiny,timm:convnext_tiny"
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, interleaved_median_ms, table  # noqa: E402
 
 from backbones import build_backbone  # noqa: E402
-from backbones.loading import load_weights  # noqa: E402
+from backbones.weights import load_weights  # noqa: E402
 
 SHAPES = {"224 b1": (1, 3, 224, 224), "224 b8": (8, 3, 224, 224), "formula b1": (1, 1, 128, 316),
           "formula b8": (8, 1, 128, 316)}  # fmt: skip

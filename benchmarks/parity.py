@@ -26,7 +26,7 @@ import torchvision
 from torch import Tensor, nn
 
 from backbones import build_backbone
-from backbones.loading import load_weights
+from backbones.weights import load_weights
 
 MODELS = ("resnet50", "resnext50_32x4d", "densenet121")
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, median_ms, peak_training_mib, table  # noqa: E402
 
 from backbones import build_backbone, build_on_meta  # noqa: E402
-from backbones.meta import count_flops  # noqa: E402
+from backbones.core import count_flops  # noqa: E402
 
 ROUTES = {
     "(a) output_stride=16": {"output_stride": 16},

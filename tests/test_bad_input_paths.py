@@ -13,13 +13,9 @@ from torch import nn
 
 from backbones import (
     BackboneConfig,
-    BackboneEntry,
-    SequentialBackbone,
-    Stages,
     WeightsMismatchError,
     build_backbone,
     build_on_meta,
-    check_onnx,
     export_onnx,
     get_entry,
     list_backbones,
@@ -28,10 +24,11 @@ from backbones import (
     register_namespace,
     unregister_backbone,
     unregister_namespace,
-    weight_sets,
 )
 from backbones.cli import main
-from backbones.layers import stride_of
+from backbones.core import SequentialBackbone, Stages, stride_of
+from backbones.deploy import check_onnx
+from backbones.registry import BackboneEntry, weight_sets
 
 
 def _snapshot(model):
@@ -120,7 +117,7 @@ class _ReluBetween(SequentialBackbone):
 
     def build(self, config: BackboneConfig) -> Stages:
         stem = OrderedDict(block=_Block(self.in_channels))
-        return Stages([self.add_stage("stem", stem, 8, stride_of())], 0)
+        return Stages(0, [self.add_stage("stem", stem, 8, stride_of())])
 
 
 class _Block(nn.Module):
@@ -149,7 +146,7 @@ def test_a_fold_that_changes_the_outputs_is_undone(dtype):
 
 
 def test_a_failure_half_way_through_fuse_is_undone(monkeypatch):
-    import backbones.fusion as fusion
+    import backbones.core._fusion as fusion
 
     model = _realistic_norms(build_backbone("resnet18", out_channels=8)).eval()
     before, calls, real = _snapshot(model), [], fusion.fuse_conv_bn_weights
@@ -234,7 +231,7 @@ def test_check_onnx_names_bad_arguments(exported, call, error, message):
 class _Tiny(SequentialBackbone):
     def build(self, config: BackboneConfig) -> Stages:
         stem = OrderedDict(conv=nn.Conv2d(self.in_channels, 4, 3, 2, 1))
-        return Stages([self.add_stage("stem", stem, 4, stride_of(*stem.values()))], 0)
+        return Stages(0, [self.add_stage("stem", stem, 4, stride_of(*stem.values()))])
 
 
 def test_namespaces_and_registrations_are_checked_where_they_are_made():

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from backbones.cli import main
-from backbones.spec import format_spec, parse_spec
+from backbones.registry import format_spec, parse_spec
 
 
 def run(capsys, *argv):

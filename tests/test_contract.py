@@ -7,7 +7,7 @@ import torch
 from conftest import HEAVY, LIGHT, built, meta_built, reduced_stride
 
 from backbones import list_backbones
-from backbones.meta import meta_call
+from backbones.core import meta_call
 from backbones.testing import assert_contract, odd_sizes
 
 # Sizes that exercise the rounding: 1, just below/above the stride, and odd in-between values.

@@ -7,9 +7,10 @@ import torch
 from backbones.adapters import MaskedEncoder
 from conftest import LIGHT, reduced_stride
 
-from backbones import build_backbone, check_onnx, export_onnx
+from backbones import build_backbone, export_onnx
 from backbones.cli import main
-from backbones.export import RELATIVE_TOLERANCE
+from backbones.core import RELATIVE_TOLERANCE
+from backbones.deploy import check_onnx
 
 pytest.importorskip("onnxruntime")
 SIZES = [(37, 101), (129, 317), (45, 33)]  # unseen by the exporter (it traces at another size)
@@ -110,8 +111,8 @@ def test_export_cli_exit_codes(capsys, tmp_path, monkeypatch):
     assert report["checks"][0]["shapes"] == [[2, 32, 3, 7]]  # 37x101 at /16
     # the same seed gives the same weights: the file just written is what a second export would write
     torch.manual_seed(0)
-    monkeypatch.setattr("backbones.export.export_onnx", lambda encoder, onnx, opset=None: path)
-    monkeypatch.setattr("backbones.export.RELATIVE_TOLERANCE", -1.0)  # no difference is within it: exit 1
+    monkeypatch.setattr("backbones.deploy.export_onnx", lambda encoder, onnx, opset=None: path)
+    monkeypatch.setattr("backbones.deploy._onnx.RELATIVE_TOLERANCE", -1.0)  # no difference is within it: exit 1
     assert main(["export", spec, "--onnx", str(path), "--check", "37x101", "--fuse"]) == 1
     assert "FAILED" in capsys.readouterr().out
     assert main(["export", "resnet5", "--onnx", str(path)]) == 2

@@ -25,7 +25,7 @@ MODULES = list(_modules())
 
 
 def test_there_are_examples():
-    assert {"backbones", "backbones.contract", "backbones.strides", "backbones.pyramid"} <= set(MODULES)
+    assert {"backbones", "backbones.core", "backbones.core._contract", "backbones.core._strides"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

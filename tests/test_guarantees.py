@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backbones import WeightsMismatchError, build_backbone, build_on_meta, load_weights
-from backbones.meta import meta_call
+from backbones.core import meta_call
 
 
 def _snapshot(model):

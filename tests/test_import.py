@@ -58,5 +58,5 @@ def test_the_wheel_ships_one_top_level_package(tmp_path):
     (wheel,) = tmp_path.glob("backbone_swap-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"backbones", wheel.name.split("-py3")[0] + ".dist-info"}
-    assert {"backbones/py.typed", "backbones/adapters/masked.py", "backbones/families/timm.py"} <= set(names)
+    assert {"backbones/py.typed", "backbones/adapters/masked.py", "backbones/families/timm/_backbone.py"} <= set(names)
     assert any(name.endswith("licenses/LICENSE") for name in names)

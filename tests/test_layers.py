@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backbones.layers import ceil_avg_pool2d, ceil_max_pool2d, padded_avg_pool2d, padded_max_pool2d
+from backbones.core import ceil_avg_pool2d, ceil_max_pool2d, padded_avg_pool2d, padded_max_pool2d
 
 
 @settings(max_examples=60, deadline=None)

@@ -9,7 +9,8 @@ from conftest import built, padding_on_grid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backbones import Projection, build_on_meta
+from backbones import build_on_meta
+from backbones.core import Projection
 
 
 def padded_batch(sizes, channels=1):

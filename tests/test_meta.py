@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backbones.meta import meta_call
+from backbones.core import meta_call
 
 
 class Block(nn.Module):

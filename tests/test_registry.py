@@ -8,9 +8,6 @@ from torch import nn
 
 from backbones import (
     BackboneConfig,
-    BackboneEntry,
-    SequentialBackbone,
-    Stages,
     build_backbone,
     get_entry,
     list_backbones,
@@ -20,7 +17,8 @@ from backbones import (
     unregister_namespace,
 )
 from backbones.cli import main
-from backbones.layers import CeilPool2d, stride_of
+from backbones.core import CeilPool2d, SequentialBackbone, Stages, stride_of
+from backbones.registry import BackboneEntry
 from backbones.testing import assert_contract, odd_sizes
 
 EXPECTED = {
@@ -43,15 +41,21 @@ def test_list_backbones_in_natural_order():
 class TinyCNN(SequentialBackbone):
     """A user family: conv stem /2, then two stages that each halve the size with a ceil max pool."""
 
-    def build(self, config: BackboneConfig, *, width: int = 8) -> Stages:
-        stem = {"stem": nn.Conv2d(self.in_channels, width, 3, 2, 1), "relu": nn.ReLU()}
+    def __init__(self, config: BackboneConfig, *, width: int = 8) -> None:
+        self.width = width
+        super().__init__(config, family_options={"width": width})
+
+    def build(self, config: BackboneConfig) -> Stages:
+        stem = {"stem": nn.Conv2d(self.in_channels, self.width, 3, 2, 1), "relu": nn.ReLU()}
         plan = config.plan(stride_of(*stem.values()), [(2, 2), (2, 2)])
-        stages = [self.add_stage("stem", stem, width, plan.stem_stride)]
-        for i, stage in enumerate(plan.stages[: config.last_stage(2)], start=1):
-            conv = nn.Conv2d(width, width, 3, padding=stage.dilation, dilation=stage.dilation)
-            layer = nn.Sequential(CeilPool2d(stage.stride, "max"), conv, nn.BatchNorm2d(width))
-            stages.append(self.add_stage(f"stage{i}", {f"stage{i}": layer}, width, stage.output_stride, stage.dilation))
-        return Stages(stages, 2)
+        return Stages(2, self.stages(stem, plan))
+
+    def stages(self, stem, plan):
+        yield self.add_stage("stem", stem, self.width, plan.stem_stride)
+        for i, stage in enumerate(plan.stages, start=1):
+            conv = nn.Conv2d(self.width, self.width, 3, padding=stage.dilation, dilation=stage.dilation)
+            layer = nn.Sequential(CeilPool2d(stage.stride, "max"), conv, nn.BatchNorm2d(self.width))
+            yield self.add_stage(f"stage{i}", {f"stage{i}": layer}, self.width, stage.output_stride, stage.dilation)
 
 
 @pytest.fixture

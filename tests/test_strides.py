@@ -6,7 +6,7 @@ from conftest import built
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backbones import plan_strides
+from backbones.core import plan_strides
 from backbones.testing import assert_contract, odd_sizes
 
 RESNET = ((1, 1), (2, 2), (2, 2), (2, 2))

@@ -238,7 +238,7 @@ def test_generic_dilation_for_models_timm_cannot_dilate():
 
 
 def test_dilation_refuses_a_conv_that_does_not_keep_the_size():
-    from backbones.families.timm_surgery import LayerTrace, dilate_traced_convs
+    from backbones.families.timm._surgery import LayerTrace, dilate_traced_convs
 
     valid = torch.nn.Conv2d(4, 4, 3)
     trace = LayerTrace({}, [("body.3", valid, 32)], [("body.3", valid)], [])
@@ -252,16 +252,16 @@ def test_dynamic_same_convs_keep_computing_their_padding():
     stride and dilation: setting a static padding as well would pad twice."""
     from timm.layers import CondConv2d, Conv2dSame, ScaledStdConv2dSame
 
-    from backbones.families.timm_surgery import remove_stride
+    from backbones.families.timm._surgery import remove_stride
 
     for conv in (ScaledStdConv2dSame(4, 8, 3, stride=2, padding="same"), Conv2dSame(4, 8, 3, stride=2)):
-        remove_stride("conv", conv, (True, False), "m")
+        remove_stride(torch.nn.Sequential(conv), "0", (True, False), "m")
         assert conv.stride == (1, 2) and conv.padding == (0, 0)
         with torch.no_grad():
             assert conv(torch.randn(1, 4, 13, 10)).shape == (1, 8, 13, 5)
     for padding, kept in (("same", (0, 0)), ("", (1, 1))):  # CondConv2d (EfficientNet-CC): dynamic or static
         conv = CondConv2d(4, 8, 3, stride=2, padding=padding, num_experts=2)
-        remove_stride("conv", conv, (True, False), "m")
+        remove_stride(torch.nn.Sequential(conv), "0", (True, False), "m")
         assert conv.stride == (1, 2) and tuple(conv.padding) == kept
         with torch.no_grad():
             assert conv(torch.randn(1, 4, 13, 10), torch.rand(1, 2)).shape == (1, 8, 13, 5)
@@ -271,17 +271,17 @@ def test_swin_patch_merging_with_strides_removed():
     """Swin's patch merging (a Linear over 2x2 neighbours) keeps timm's result at stride 2 and runs at stride 1."""
     from timm.models import swin_transformer, swin_transformer_v2, swin_transformer_v2_cr
 
-    from backbones.families.timm_surgery import remove_stride
+    from backbones.families.timm._surgery import remove_stride
 
     x = torch.randn(2, 7, 9, 8)
     for module in (swin_transformer, swin_transformer_v2, swin_transformer_v2_cr):  # v2 reduces, then normalises
-        merging = module.PatchMerging(8).eval()
+        body = torch.nn.Sequential(module.PatchMerging(8)).eval()
         with torch.no_grad():
-            reference = merging(x)
-            remove_stride("merge", merging, (False, False), "m")
-            assert torch.equal(merging(x), reference)
-            remove_stride("merge", merging, (False, True), "m")
-            assert merging(x).shape == (2, 4, 9, 16)
+            reference = body(x)
+            remove_stride(body, "0", (False, False), "m")
+            assert torch.equal(body(x), reference)
+            remove_stride(body, "0", (False, True), "m")
+            assert body(x).shape == (2, 4, 9, 16)
     swin = build_backbone("timm:swin_tiny_patch4_window7_224", output_stride=(32, 8), out_channels=16).eval()
     assert [info.stride for info in swin.feature_info] == [(4, 4), (8, 8), (16, 8), (32, 8)]
     with torch.no_grad():

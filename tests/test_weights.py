@@ -9,9 +9,9 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from backbones import WeightsUnavailableError, build_backbone, get_entry, weight_sets
-from backbones.loading import WeightsMismatchError, adapt_first_conv, load_weights
-from backbones.sources import default_weight_set, read_state_dict
+from backbones import WeightsUnavailableError, build_backbone, get_entry
+from backbones.registry import weight_sets
+from backbones.weights import WeightsMismatchError, adapt_first_conv, default_weight_set, load_weights, read_state_dict
 
 TOLERANCE = 1e-5
 
@@ -308,7 +308,7 @@ def test_pretrained_reads_tags_first_and_paths_by_their_form(offline, tmp_path, 
 
 
 def test_a_string_that_is_both_a_tag_and_a_path_is_refused():
-    from backbones.sources import WeightSet, WeightSource, resolve_pretrained
+    from backbones.weights import WeightSet, WeightSource, resolve_pretrained
 
     class Odd(WeightSource):
         def sets(self):

@@ -12,11 +12,11 @@ import os
 import sys
 from typing import NoReturn, Optional, Sequence
 
-from .catalog import cmd_check, cmd_list, cmd_weights
-from .common import UsageError, count, opset, pair_or_int, report_error, shape, size_list
-from .compare import cmd_compare
-from .export import cmd_export
-from .swap import cmd_swap
+from ._catalog import cmd_check, cmd_list, cmd_weights
+from ._common import UsageError, count, opset, pair_or_int, report_error, shape, size_list
+from ._compare import cmd_compare
+from ._export import cmd_export
+from ._swap import cmd_swap
 
 __all__ = ["build_parser", "main"]
 

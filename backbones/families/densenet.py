@@ -13,18 +13,24 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 from torch import nn
 
-from ..base import Stages
-from ..config import BackboneConfig
-from ..contract import Pair
-from ..layers import ceil_pool, dense_stages, init_conv_weights, stride_of
+from ..core import (
+    BackboneConfig,
+    FeatureInfo,
+    Pair,
+    SequentialBackbone,
+    Stages,
+    StridePlan,
+    ceil_pool,
+    check_bool,
+    stride_of,
+)
 from ..registry import register_backbone
-from ..sequential import SequentialBackbone
-from ..sources import TimmWeights, TorchvisionWeights
-from ..validate import check_bool
+from ..weights import TimmWeights, TorchvisionWeights
+from ._dense import dense_stages
 
 __all__ = ["DenseNet"]
 
@@ -38,23 +44,23 @@ _OLD_LAYER_KEY = re.compile(
 class DenseNet(SequentialBackbone):
     """DenseNet-BC body ``[N, in_channels, H, W] -> [N, C, ceil(H/32), ceil(W/32)]`` (native).
 
-    Family options:
+    Args:
+        config: the common options (``drop_rate`` is torchvision's dropout after each dense layer).
         growth_rate: channels each dense layer adds.
         block_config: dense layers per block.
         num_init_features: channels of the stem.
         bn_size: bottleneck width factor.
         memory_efficient: torchvision's gradient checkpointing of the dense layers (less training
             memory, slower backward).
-
-    ``drop_rate`` is torchvision's dropout after each dense layer.
     """
 
     first_conv = "features.conv0"
     classifier_keys = ("classifier.",)
+    conv_init = "fan_in"
     dropout_on_output = False
     fusable_pairs = (("conv1", "norm2"),)  # in each dense layer; its norm1 and the transitions' norms come first
 
-    def build(
+    def __init__(
         self,
         config: BackboneConfig,
         *,
@@ -63,17 +69,27 @@ class DenseNet(SequentialBackbone):
         num_init_features: int,
         bn_size: int = 4,
         memory_efficient: bool = False,
-    ) -> Stages:
-        from torchvision.models.densenet import _DenseBlock, _Transition  # torchvision costs ~1 s at import
+    ) -> None:
+        self.growth_rate, self.block_config = growth_rate, tuple(block_config)
+        self.num_init_features, self.bn_size = num_init_features, bn_size
+        self.memory_efficient = check_bool(memory_efficient, "memory_efficient")
+        options = dict(growth_rate=growth_rate, block_config=tuple(block_config), num_init_features=num_init_features,
+                       bn_size=bn_size, memory_efficient=memory_efficient)  # fmt: skip
+        super().__init__(config, family_options=options)
 
-        check_bool(memory_efficient, "memory_efficient")
+    def build(self, config: BackboneConfig) -> Stages:
+        width = self.num_init_features
         stem: Dict[str, nn.Module] = OrderedDict(
-            conv0=nn.Conv2d(self.in_channels, num_init_features, kernel_size=7, stride=2, padding=3, bias=False),
-            norm0=nn.BatchNorm2d(num_init_features),
+            conv0=nn.Conv2d(self.in_channels, width, kernel_size=7, stride=2, padding=3, bias=False),
+            norm0=nn.BatchNorm2d(width),
             relu0=nn.ReLU(inplace=True),
             pool0=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
         )
         plan = config.plan(stride_of(*stem.values()), NATIVE_STRIDES)
+        return Stages(len(self.block_config), self._build_stages(stem, plan, config.drop_rate))
+
+    def _build_stages(self, stem: Dict[str, nn.Module], plan: StridePlan, drop_rate: float) -> Iterator[FeatureInfo]:
+        from torchvision.models.densenet import _DenseBlock, _Transition  # torchvision costs ~1 s at import
 
         def transition(channels: int, stride: Pair) -> Tuple[nn.Module, int]:
             module = _Transition(channels, channels // 2)
@@ -81,18 +97,16 @@ class DenseNet(SequentialBackbone):
             return module, channels // 2
 
         def block(num_layers: int, channels: int) -> Tuple[nn.Module, int]:
-            module = _DenseBlock(num_layers, channels, bn_size, growth_rate, config.drop_rate, memory_efficient)
-            return module, channels + num_layers * growth_rate
+            module = _DenseBlock(num_layers, channels, self.bn_size, self.growth_rate, drop_rate, self.memory_efficient)
+            return module, channels + num_layers * self.growth_rate
 
-        stages = [self.add_stage("stem", stem, num_init_features, plan.stem_stride)]
-        specs = dense_stages(
-            plan, block_config, num_init_features, last=config.last_stage(len(block_config)),
-            names=("denseblock", "transition"), transition=transition, block=block,
+        yield self.add_stage("stem", stem, self.num_init_features, plan.stem_stride)
+        for spec in dense_stages(
+            plan, self.block_config, self.num_init_features, names=("denseblock", "transition"),
+            transition=transition, block=block,
             tail=lambda channels: OrderedDict(norm5=nn.BatchNorm2d(channels), relu5=nn.ReLU(inplace=True)),
-        )  # fmt: skip
-        stages += [self.add_stage(*spec) for spec in specs]
-        init_conv_weights(self, mode="fan_in")
-        return Stages(stages, len(block_config))
+        ):  # fmt: skip
+            yield self.add_stage(*spec)
 
     def checkpoint_key(self, key: str) -> Optional[str]:
         """torchvision's (old and new names) and timm's keys; the ``classifier`` head is dropped."""

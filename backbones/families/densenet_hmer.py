@@ -14,19 +14,29 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..base import Stages
-from ..config import BackboneConfig
-from ..contract import Pair
-from ..layers import CeilPool2d, ceil_pool, dense_stages, init_conv_weights, stride_of
+from ..core import (
+    BackboneConfig,
+    CeilPool2d,
+    FeatureInfo,
+    Pair,
+    SequentialBackbone,
+    Stages,
+    StridePlan,
+    ceil_pool,
+    check_bool,
+    check_float,
+    check_int,
+    check_ints,
+    stride_of,
+)
 from ..registry import register_backbone
-from ..sequential import SequentialBackbone
-from ..validate import check_bool, check_float, check_int, check_ints
+from ._dense import dense_stages
 
 __all__ = ["DenseNetHMER"]
 
@@ -110,7 +120,8 @@ class DenseNetHMER(SequentialBackbone):
 
     ``[N, 1, H, W] -> [N, 684, ceil(H/16), ceil(W/16)]`` with the defaults.
 
-    Family options:
+    Args:
+        config: the common options (``drop_rate`` is dropout after each ReLU, 0.2 in the original).
         growth_rate: channels each dense layer adds (the stem has ``2 * growth_rate``).
         block_layers: dense layers per block; one stage per block.
         reduction: channel reduction of the transitions.
@@ -120,17 +131,16 @@ class DenseNetHMER(SequentialBackbone):
         post_norm: BatchNorm on the output (the same projects).
         memory_efficient: gradient checkpointing of each dense layer's concatenation and first conv (less
             training memory, a slower backward; the same numbers).
-
-    ``drop_rate`` is dropout after each ReLU (0.2 in the original).
     """
 
     default_in_channels = 1
     first_conv = "features.conv1"
     bare_checkpoint_keys = True
+    conv_init = "fan_out"
     dropout_on_output = False
     fusable_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
-    def build(
+    def __init__(
         self,
         config: BackboneConfig,
         *,
@@ -141,42 +151,50 @@ class DenseNetHMER(SequentialBackbone):
         stem_norm: bool = False,
         post_norm: bool = False,
         memory_efficient: bool = False,
-    ) -> Stages:
-        check_int(growth_rate, "growth_rate", 1)
-        block_layers = check_ints(block_layers, "block_layers")
-        check_float(reduction, "reduction", 0.0, 1.0, low_open=True)
-        for name, flag in (("bottleneck", bottleneck), ("stem_norm", stem_norm), ("post_norm", post_norm),
-                           ("memory_efficient", memory_efficient)):  # fmt: skip
-            check_bool(flag, name)
-        channels = 2 * growth_rate
+    ) -> None:
+        self.growth_rate = check_int(growth_rate, "growth_rate", 1)
+        self.block_layers = check_ints(block_layers, "block_layers")
+        self.reduction = check_float(reduction, "reduction", 0.0, 1.0, low_open=True)
+        self.bottleneck, self.stem_norm = check_bool(bottleneck, "bottleneck"), check_bool(stem_norm, "stem_norm")
+        self.post_norm = check_bool(post_norm, "post_norm")
+        self.memory_efficient = check_bool(memory_efficient, "memory_efficient")
+        options = dict(growth_rate=growth_rate, block_layers=self.block_layers, reduction=reduction,
+                       bottleneck=bottleneck, stem_norm=stem_norm, post_norm=post_norm,
+                       memory_efficient=memory_efficient)  # fmt: skip
+        super().__init__(config, family_options=options)
+
+    def build(self, config: BackboneConfig) -> Stages:
         stem: Dict[str, nn.Module] = OrderedDict()
-        stem["conv1"] = nn.Conv2d(self.in_channels, channels, kernel_size=7, stride=2, padding=3, bias=False)
-        if stem_norm:
-            stem["norm1"] = nn.BatchNorm2d(channels)
+        stem["conv1"] = nn.Conv2d(
+            self.in_channels, 2 * self.growth_rate, kernel_size=7, stride=2, padding=3, bias=False
+        )
+        if self.stem_norm:
+            stem["norm1"] = nn.BatchNorm2d(2 * self.growth_rate)
         stem["relu1"] = nn.ReLU(inplace=True)
         stem["pool1"] = CeilPool2d((2, 2), "max")
-        plan = config.plan(stride_of(*stem.values()), [(1, 1)] + [(2, 2)] * (len(block_layers) - 1))
+        plan = config.plan(stride_of(*stem.values()), [(1, 1)] + [(2, 2)] * (len(self.block_layers) - 1))
+        return Stages(len(self.block_layers), self._build_stages(stem, plan, config.drop_rate))
+
+    def _build_stages(self, stem: Dict[str, nn.Module], plan: StridePlan, drop_rate: float) -> Iterator[FeatureInfo]:
+        growth_rate = self.growth_rate
 
         def transition(channels: int, stride: Pair) -> Tuple[nn.Module, int]:
-            out_channels = int(math.floor(channels * reduction))
-            return _Transition(channels, out_channels, stride, config.drop_rate), out_channels
+            out_channels = int(math.floor(channels * self.reduction))
+            return _Transition(channels, out_channels, stride, drop_rate), out_channels
 
         def block(num_layers: int, channels: int) -> Tuple[nn.Module, int]:
             layers = []
             for _ in range(num_layers):
-                layers.append(_DenseLayer(channels, growth_rate, bottleneck, config.drop_rate, memory_efficient))
+                layers.append(_DenseLayer(channels, growth_rate, self.bottleneck, drop_rate, self.memory_efficient))
                 channels += growth_rate
             return _DenseBlock(*layers), channels
 
-        stages = [self.add_stage("stem", stem, 2 * growth_rate, plan.stem_stride)]
-        specs = dense_stages(
-            plan, block_layers, 2 * growth_rate, last=config.last_stage(len(block_layers)),
-            names=("dense", "trans"), transition=transition, block=block,
-            tail=lambda channels: {"post_norm": nn.BatchNorm2d(channels)} if post_norm else {},
-        )  # fmt: skip
-        stages += [self.add_stage(*spec) for spec in specs]
-        init_conv_weights(self)
-        return Stages(stages, len(block_layers))
+        yield self.add_stage("stem", stem, 2 * growth_rate, plan.stem_stride)
+        for spec in dense_stages(
+            plan, self.block_layers, 2 * growth_rate, names=("dense", "trans"), transition=transition, block=block,
+            tail=lambda channels: {"post_norm": nn.BatchNorm2d(channels)} if self.post_norm else {},
+        ):  # fmt: skip
+            yield self.add_stage(*spec)
 
     def mismatch_hint(self, missing: List[str], unexpected: List[str], mis_shaped: Sequence[str] = ()) -> str:
         for norm, option in (("features.norm1.", "stem_norm"), ("features.post_norm.", "post_norm")):

@@ -11,18 +11,24 @@ Stages after the deepest wanted output are empty ``nn.Sequential`` modules (no p
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Any, Dict, Iterator, List, Sequence
 
 from torch import Tensor, nn
 
-from ..base import Backbone, Stages
-from ..config import BackboneConfig
-from ..contract import FeatureInfo
-from ..layers import init_conv_weights, stride_of
+from ..core import (
+    Backbone,
+    BackboneConfig,
+    FeatureInfo,
+    StagePlan,
+    Stages,
+    StridePlan,
+    check_bool,
+    check_choice,
+    stride_of,
+    timm_classes,
+)
 from ..registry import register_backbone
-from ..sources import TimmWeights, TorchvisionWeights
-from ..strides import StagePlan
-from ..validate import check_bool, check_choice
+from ..weights import TimmWeights, TorchvisionWeights
 
 __all__ = ["ResNet"]
 
@@ -33,7 +39,8 @@ NATIVE_STRIDES = ((1, 1), (2, 2), (2, 2), (2, 2))
 class ResNet(Backbone):
     """ResNet body ``[N, in_channels, H, W] -> [N, 512 * expansion, ceil(H/32), ceil(W/32)]`` (native).
 
-    Family options (``ResNet(config, block=..., layers=...)``):
+    Args:
+        config: the common options.
         block: ``"basic"`` or ``"bottleneck"`` (timm's ``BasicBlock`` / ``Bottleneck``).
         layers: blocks per stage, e.g. ``(3, 4, 6, 3)``.
         groups: cardinality of the 3x3 convs (ResNeXt).
@@ -44,9 +51,10 @@ class ResNet(Backbone):
 
     first_conv = "conv1"
     classifier_keys = ("fc.",)
+    conv_init = "fan_out"
     fusable_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
-    def build(
+    def __init__(
         self,
         config: BackboneConfig,
         *,
@@ -56,39 +64,48 @@ class ResNet(Backbone):
         width_per_group: int = 64,
         stem: str = "imagenet",
         zero_init_residual: bool = False,
-    ) -> Stages:
-        from timm.models.resnet import BasicBlock, Bottleneck  # imported at build time: timm costs ~0.3 s
+    ) -> None:
+        self.block_kind = check_choice(block, "block", ("basic", "bottleneck"))
+        self.blocks_per_stage = tuple(layers)
+        self.groups, self.width_per_group = groups, width_per_group
+        self.stem_kind = check_choice(stem, "stem", STEMS)
+        self.zero_init_residual = check_bool(zero_init_residual, "zero_init_residual")
+        options = dict(block=block, layers=tuple(layers), groups=groups, width_per_group=width_per_group, stem=stem,
+                       zero_init_residual=zero_init_residual)  # fmt: skip
+        super().__init__(config, family_options=options)
 
-        check_choice(block, "block", ("basic", "bottleneck"))
-        check_choice(stem, "stem", STEMS)
-        check_bool(zero_init_residual, "zero_init_residual")
-        block_class = BasicBlock if block == "basic" else Bottleneck
-        imagenet = stem == "imagenet"
+    def build(self, config: BackboneConfig) -> Stages:
+        imagenet = self.stem_kind == "imagenet"
         kernel, stride, padding = (7, 2, 3) if imagenet else (3, 1, 1)
         self.conv1 = nn.Conv2d(self.in_channels, 64, kernel, stride, padding, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool: nn.Module = nn.MaxPool2d(3, 2, 1) if imagenet else nn.Identity()
+        for index in range(1, len(NATIVE_STRIDES) + 1):  # filled as the stages are built; unbuilt ones stay empty
+            setattr(self, f"layer{index}", nn.Sequential())
         plan = config.plan(stride_of(self.conv1, self.maxpool), NATIVE_STRIDES)
-        last = config.last_stage(len(NATIVE_STRIDES))
-        stages = [FeatureInfo("stem", 0, 64, plan.stem_stride, modules=("conv1", "bn1"))]
+        return Stages(len(NATIVE_STRIDES), self._build_stages(plan))
+
+    def _build_stages(self, plan: StridePlan) -> Iterator[FeatureInfo]:
+        timm = timm_classes()  # imported at build time: timm costs ~0.3 s
+        block_class = timm.BasicBlock if self.block_kind == "basic" else timm.Bottleneck
+        yield FeatureInfo("stem", 0, 64, plan.stem_stride, modules=("conv1", "bn1"))
         in_channels = 64
-        for index, (stage_plan, num_blocks) in enumerate(zip(plan.stages, layers), start=1):
+        options = dict(cardinality=self.groups, base_width=self.width_per_group)
+        for index, (stage_plan, num_blocks) in enumerate(zip(plan.stages, self.blocks_per_stage), start=1):
             name, planes = f"layer{index}", 64 * 2 ** (index - 1)
-            if index > last:
-                setattr(self, name, nn.Sequential())
-                continue
-            options = dict(cardinality=groups, base_width=width_per_group)
             setattr(self, name, _make_layer(block_class, in_channels, planes, num_blocks, stage_plan, options))
             in_channels = planes * block_class.expansion
-            stages.append(FeatureInfo(name, index, in_channels, stage_plan.output_stride, stage_plan.dilation, (name,)))
-        init_conv_weights(self)
-        if zero_init_residual:  # torchvision's option: each block starts as the identity
-            last_norm = {Bottleneck: "bn3", BasicBlock: "bn2"}
+            yield FeatureInfo(name, index, in_channels, stage_plan.output_stride, stage_plan.dilation, (name,))
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.zero_init_residual:  # torchvision's option: each block starts as the identity
+            timm = timm_classes()
             for module in self.modules():
-                if type(module) in last_norm:
-                    nn.init.zeros_(getattr(module, last_norm[type(module)]).weight)
-        return Stages(stages, len(NATIVE_STRIDES))
+                if isinstance(module, (timm.BasicBlock, timm.Bottleneck)):
+                    last_norm = module.bn2 if isinstance(module, timm.BasicBlock) else module.bn3
+                    nn.init.zeros_(last_norm.weight)
 
     def forward_stages(self, x: Tensor) -> List[Tensor]:
         stem = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -99,8 +116,9 @@ class ResNet(Backbone):
 
 
 def _make_layer(
-    block: type, in_channels: int, planes: int, num_blocks: int, plan: StagePlan, options: dict
+    block: Any, in_channels: int, planes: int, num_blocks: int, plan: StagePlan, options: Dict[str, Any]
 ) -> nn.Sequential:
+    """One stage of timm's ``block`` class (``BasicBlock`` or ``Bottleneck``) as the plan says."""
     out_channels = planes * block.expansion
     downsample = None
     if plan.stride != (1, 1) or in_channels != out_channels:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset, random_split
 from tqdm import tqdm
 
 from backbones import build_backbone
-from backbones.spec import parse_value
+from backbones.registry import parse_value
 
 
 class Classifier(nn.Module):

@@ -14,7 +14,7 @@ from backbones.adapters import MaskedEncoder, SinePositionalEncoding2D, to_seque
 from torch import Tensor, nn
 
 from backbones import build_backbone
-from backbones.spec import parse_spec
+from backbones.registry import parse_spec
 
 
 def encoder_kwargs(spec: str, out_channels: int = 684) -> Dict[str, Any]:

@@ -234,7 +234,7 @@ def _report(args, spec, model, vocabulary, result, history, val_set, test_set, d
 
 def encoder_gflops(spec: str, size: str) -> float:
     from backbones import build_on_meta
-    from backbones.meta import count_flops
+    from backbones.core import count_flops
 
     kwargs = encoder_kwargs(spec)
     model = build_on_meta(kwargs.pop("name"), **kwargs)
