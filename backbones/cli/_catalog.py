@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any, Dict, List
 
 from ..core import size_problem
 from ..registry import build_backbone, build_on_meta, format_spec, get_entry, list_backbones, weight_sets
 from ..weights import CheckpointReadError, WeightsMismatchError, cache_dir, default_weight_set
-from ._common import UsageError, build, report_error, stride_text, table
+from ._common import UsageError, build_spec, report_error, stride_text, table
 from ._report import describe
 
 
@@ -33,21 +34,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.pattern is not None and ":" in args.pattern:  # a namespace: names only, nothing built
         print(json.dumps({"backbones": names}, indent=2) if args.json else "\n".join(names))
         return 0
-    rows = []
-    for name in names:
-        model = build_on_meta(name)
-        entry = get_entry(name)
-        rows.append(
-            {
-                "name": name,
-                "family": entry.family,
-                "in_channels": model.in_channels,
-                "out_channels": model.out_channels,
-                "output_stride": list(model.output_stride),
-                "params": sum(p.numel() for p in model.parameters()),
-                "description": entry.description,
-            }
-        )
+    rows = [_row(name) for name in names]
     if args.json:
         print(json.dumps({"backbones": rows}, indent=2))
         return 0
@@ -60,6 +47,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _row(name: str) -> Dict[str, Any]:
+    """What ``backbones list`` says of a name: its family and native output, built on the meta device."""
+    model, entry = build_on_meta(name), get_entry(name)
+    output = model.output_info[0]
+    return {
+        "name": name,
+        "family": entry.family,
+        "in_channels": model.in_channels,
+        "out_channels": output.channels,
+        "output_stride": list(output.stride),
+        "params": sum(p.numel() for p in model.parameters()),
+        "description": entry.description,
+    }
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     overrides = {
         "out_channels": args.out_channels,
@@ -68,11 +70,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         "dilate": True if args.dilate else None,
         "in_channels": args.in_channels,
     }
-    name, kwargs, model = build(args.spec, overrides)
+    name, kwargs, model = build_spec(args.spec, overrides)
     input_shape = args.input or (1, model.in_channels, 224, 224)
     if input_shape[1] != model.in_channels:
         raise UsageError(f"--input has {input_shape[1]} channels but {name} takes in_channels={model.in_channels}")
-    problem = size_problem(input_shape[2], input_shape[3], model.stage_backbone().input_limits.bounds())
+    problem = size_problem(input_shape[2], input_shape[3], model.input_limits.bounds())
     if problem:
         raise UsageError(f"--input {'x'.join(map(str, input_shape))}: {problem} for {name}")
     report = describe(model, input_shape, name, kwargs)
@@ -89,18 +91,18 @@ def cmd_check(args: argparse.Namespace) -> int:
             verdict = "ok" if got == expected else f"BROKEN (contract says {list(expected)})"
             print(f"output {list(got)}: {verdict}")
         print(f"params {report.params:,}   GFLOPs {report.gflops:.2f}")
-        limits = model.stage_backbone().input_limits
+        limits = model.input_limits
         made_for = " (made for one size: smaller inputs are padded to it)" if limits.max_size is not None else ""
         print(f"{limits}{made_for}" + ("; attention takes the padding mask" if model.attends_to_mask else ""))
     return 0 if report.contract_ok else 1
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    name, kwargs, _ = build(args.spec)  # the options checked on the meta device: a misspelt one is exit 2
+    name, kwargs, _ = build_spec(args.spec)  # the options checked on the meta device: a misspelt one is exit 2
     entry, sets = get_entry(name), weight_sets(name)
     if args.file is None:
         default = default_weight_set(entry.weights)
-        rows = [
+        rows: List[Dict[str, Any]] = [
             {"tag": s.tag, "source": s.source, "default": default is not None and s.tag == default.tag,
              "cached": s.cached_path.is_file(), "file": str(s.cached_path), "url": s.url,
              "preprocess": s.preprocess.to_dict() if s.preprocess else None}
@@ -119,7 +121,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
             print(table(lines, ["pretrained=", "source", "cached", f"file in {cache_dir()}", "preprocess"]))
         return 0
     try:
-        model = build_backbone(name, **{**kwargs, "pretrained": Path(args.file)})  # a path, never a tag
+        options: Dict[str, Any] = {**kwargs, "pretrained": Path(args.file)}  # a path, never a tag
+        model = build_backbone(name, **options)
     except (FileNotFoundError, CheckpointReadError) as error:
         raise UsageError(f"--file {args.file}: {error}") from error
     except (WeightsMismatchError, ValueError, TypeError) as error:

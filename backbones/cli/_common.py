@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..core import Encoder
 from ..registry import build_on_meta, get_entry, parse_spec, parse_value
 from ..weights import resolve_pretrained
 
@@ -85,7 +86,9 @@ def check_pretrained(name: str, pretrained: Any) -> None:
         raise ValueError(f"pretrained file {str(found)!r} does not exist or is not a file")
 
 
-def build(spec: str, overrides: Optional[Dict[str, Any]] = None):
+def build_spec(spec: str, overrides: Optional[Dict[str, Any]] = None) -> Tuple[str, Dict[str, Any], Encoder]:
+    """``NAME:key=value,...`` (plus ``overrides`` that are not ``None``) built on the meta device: the name, the
+    options and the encoder; a bad spec is a :class:`UsageError`."""
     try:
         name, kwargs = parse_spec(spec)
         kwargs.update({k: v for k, v in (overrides or {}).items() if v is not None})

@@ -8,9 +8,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ..core import Backbone, count_flops, meta_call, size_problem
+from ..core import Encoder, count_flops, meta_call, size_problem
 from ..registry import format_spec, parse_spec
-from ._common import Size, UsageError, build, stride_text, table
+from ._common import Size, UsageError, build_spec, stride_text, table
 from ._images import image_sizes
 
 DEFAULT_SIZES = [(54, 46), (128, 316), (311, 1734), (97, 401), (16, 16), (255, 1023)]
@@ -55,7 +55,7 @@ def _mismatch(size: Size, what: str, reference: Any, candidate: Any) -> Dict[str
     return {"size": list(size), "what": what, "reference": reference, "candidate": candidate}
 
 
-def _limits_problem(models: List[Backbone], h: int, w: int) -> Optional[Dict[str, Any]]:
+def _limits_problem(models: List[Encoder], h: int, w: int) -> Optional[Dict[str, Any]]:
     """A size that one side cannot take (above a maximum input size): a mismatch, not a crash."""
     problems = [size_problem(h, w, m.input_limits.bounds()) or "ok" for m in models]
     if problems == ["ok", "ok"]:
@@ -63,7 +63,7 @@ def _limits_problem(models: List[Backbone], h: int, w: int) -> Optional[Dict[str
     return _mismatch((h, w), "input limits", *problems)
 
 
-def _grid_and_mask_mismatches(models: List[Backbone], sizes: List[Size]) -> List[Dict[str, Any]]:
+def _grid_and_mask_mismatches(models: List[Encoder], sizes: List[Size]) -> List[Dict[str, Any]]:
     mismatches = []
     generator = torch.Generator().manual_seed(0)
     reference, candidate = models
@@ -72,34 +72,36 @@ def _grid_and_mask_mismatches(models: List[Backbone], sizes: List[Size]) -> List
         if limits is not None:
             mismatches.append(limits)
             continue
-        grids = [list(m.output_size(h, w)) for m in models]
+        grids = [list(m.output_sizes(h, w)[0]) for m in models]
         mask = torch.rand(1, h, w, generator=generator) > 0.5
         if grids[0] != grids[1]:
             mismatches.append(_mismatch((h, w), "grid", *grids))
-        elif not torch.equal(reference.downsample_mask(mask), candidate.downsample_mask(mask)):
+        elif not torch.equal(reference.downsample_masks(mask)[0], candidate.downsample_masks(mask)[0]):
             mismatches.append(_mismatch((h, w), "mask", *grids))
     return mismatches
 
 
-def _forward_mismatches(models: List[Backbone], sizes: List[Size]) -> List[Dict[str, Any]]:
+def _forward_mismatches(models: List[Encoder], sizes: List[Size]) -> List[Dict[str, Any]]:
     mismatches = []
     for h, w in sizes:
         if _limits_problem(models, h, w) is not None:
             continue
         shapes = [
-            list(meta_call(m, "forward", torch.empty(1, m.in_channels, h, w, device="meta")).shape) for m in models
+            list(meta_call(m, "forward_outputs", torch.empty(1, m.in_channels, h, w, device="meta"))[0].shape)
+            for m in models
         ]
-        if any(tuple(shape[2:]) != m.output_size(h, w) for m, shape in zip(models, shapes)):
+        if any(tuple(shape[2:]) != m.output_sizes(h, w)[0] for m, shape in zip(models, shapes)):
             mismatches.append(_mismatch((h, w), "forward", *shapes))
     return mismatches
 
 
-def _side(name: str, kwargs: Dict[str, Any], model: Backbone, typical: Size) -> Dict[str, Any]:
+def _side(spec: Tuple[str, Dict[str, Any], Encoder], typical: Size) -> Dict[str, Any]:
+    name, kwargs, model = spec
     return {
         "spec": format_spec(name, kwargs),
         "in_channels": model.in_channels,
-        "out_channels": model.out_channels,
-        "output_stride": list(model.output_stride),
+        "out_channels": model.output_info[0].channels,
+        "output_stride": list(model.output_info[0].stride),
         "params": sum(p.numel() for p in model.parameters()),
         "gflops": round(count_flops(model, (1, model.in_channels, *typical)) / 1e9, 4),
     }
@@ -128,9 +130,9 @@ def _print(result: Dict[str, Any], show: int) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    specs = [build(spec) for spec in (args.reference, args.candidate)]
+    specs = [build_spec(spec) for spec in (args.reference, args.candidate)]
     models = [m for _, _, m in specs]
-    if not all(isinstance(m, Backbone) for m in models):
+    if any(len(m.output_info) != 1 for m in models):
         raise UsageError("compare takes single-output specs (no out_indices)")
     found, sizes = _sizes(args)
     taken = [size for size in found if _limits_problem(models, *size) is None] or [
@@ -139,13 +141,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     typical = sorted(taken, key=lambda s: s[0] * s[1])[len(taken) // 2]  # median by area of sizes both sides take
     verified = _verify_sample(sizes, args.verify)
     mismatches = _grid_and_mask_mismatches(models, sizes) + _forward_mismatches(models, verified)
-    reference, candidate = models
-    channels_match = reference.in_channels == candidate.in_channels and reference.out_channels == candidate.out_channels
+    channels = [(m.in_channels, m.output_info[0].channels) for m in models]
+    channels_match = channels[0] == channels[1]
     result = {
         "ok": channels_match and not mismatches,
         "channels_match": channels_match,
-        "reference": _side(*specs[0], typical),
-        "candidate": _side(*specs[1], typical),
+        "reference": _side(specs[0], typical),
+        "candidate": _side(specs[1], typical),
         "sizes_checked": len(sizes),
         "images": len(found) if args.images else 0,
         "forward_verified": len(verified),

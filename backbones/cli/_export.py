@@ -10,7 +10,7 @@ from typing import Any
 from ..core import RELATIVE_TOLERANCE, size_problem
 from ..registry import build_backbone, format_spec
 from ..weights import CheckpointReadError
-from ._common import UsageError, build, report_error, table
+from ._common import UsageError, build_spec, report_error, table
 
 
 def _writable(path: str) -> Path:
@@ -28,10 +28,10 @@ def _writable(path: str) -> Path:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..deploy import check_onnx, export_onnx
 
-    name, kwargs, model = build(args.spec)
+    name, kwargs, model = build_spec(args.spec)
     _writable(args.onnx)
     if args.check:
-        bounds = model.stage_backbone().input_limits.bounds()
+        bounds = model.input_limits.bounds()
         problems = [f"{h}x{w}: {size_problem(h, w, bounds)}" for h, w in args.check if size_problem(h, w, bounds)]
         if problems:
             raise UsageError(f"--check {'; '.join(problems)}")
@@ -49,8 +49,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     checks = check_onnx(encoder, path, args.check) if args.check else []
     ok = all(check.ok for check in checks)
     if args.json:
-        rows = [{**vars(check), "ok": check.ok} for check in checks]
-        print(json.dumps({"spec": format_spec(name, kwargs), "onnx": str(path), "ok": ok, "checks": rows}, indent=2))
+        checked = [{**vars(check), "ok": check.ok} for check in checks]
+        print(json.dumps({"spec": format_spec(name, kwargs), "onnx": str(path), "ok": ok, "checks": checked}, indent=2))
         return 0 if ok else 1
     print(f"{format_spec(name, kwargs)} -> {path} ({path.stat().st_size / 2**20:.1f} MiB, dynamic batch, H and W)")
     if checks:

@@ -52,10 +52,12 @@ def _import(where: str) -> Any:
             if not path.is_file():
                 raise UsageError(f"TARGET file {where!r} does not exist")
             spec = importlib.util.spec_from_file_location(f"_backbones_target_{path.stem}", path)
-            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            if spec is None or spec.loader is None:
+                raise UsageError(f"TARGET file {where!r} cannot be imported as a Python module")
+            module = importlib.util.module_from_spec(spec)
             sys.path.insert(0, str(path.parent.resolve()))
             try:
-                spec.loader.exec_module(module)  # type: ignore[union-attr]
+                spec.loader.exec_module(module)
             finally:
                 sys.path.pop(0)
             return module

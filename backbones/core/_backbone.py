@@ -21,7 +21,22 @@ size), then adds the adapter, freezing and ``norm_eval``. A family that checks i
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, ClassVar, Dict, Hashable, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Dict,
+    Hashable,
+    Iterable,
+    List,
+    Literal,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+)
 
 import torch
 from torch import Tensor, nn
@@ -97,7 +112,7 @@ class Backbone(Encoder):
     """The conv whose input channels pretrained weights adapt (``""``: the first ``nn.Conv2d``)."""
     classifier_keys: ClassVar[Tuple[str, ...]] = ()
     """Checkpoint key prefixes of heads this body does not have (dropped and reported when loading)."""
-    conv_init: ClassVar[Optional[str]] = None
+    conv_init: ClassVar[Optional[Literal["fan_in", "fan_out"]]] = None
     """He initialisation of the body's convs after building: ``"fan_out"`` (torchvision's ResNets, the OCR and HMER
     projects), ``"fan_in"`` (torchvision's DenseNets), or ``None`` (PyTorch's default initialisation)."""
     dropout_on_output: ClassVar[bool] = True
@@ -109,10 +124,12 @@ class Backbone(Encoder):
     """Check each built stage's declared channels and grid at an odd size once per configuration; a family that
     verifies its stages itself while building sets it to ``False``."""
     attends_to_mask = False
+    if TYPE_CHECKING:  # registered in _adopt; not at run time: TorchScript would read the annotation
+        weights_dtype: Tensor
 
     def __init__(self, config: BackboneConfig, family_options: Optional[Mapping[str, Any]] = None) -> None:
         super().__init__()
-        if isinstance(config.out_channels, tuple):
+        if config.out_channels is not None and not isinstance(config.out_channels, int):
             raise ValueError(
                 f"a Backbone has one output, so out_channels must be an int or None, got {config.out_channels!r}; "
                 f"build_backbone(..., out_indices=...) gives a FeaturePyramid with one adapter per output"
@@ -169,12 +186,12 @@ class Backbone(Encoder):
         self._size_bounds: List[int] = stages.limits.bounds()
         self._size_reason: str = f"; {stages.limits.reason}" if stages.limits.reason else ""
         info = self.feature_info[-1]
-        if config.out_channels is None:
-            self.adapters = nn.ModuleList([nn.Identity()])
-            self.output_info = (info,)
-        else:
+        if isinstance(config.out_channels, int):
             self.adapters = nn.ModuleList([Projection(info.channels, config.out_channels, config.adapter)])
             self.output_info = (replace(info, channels=config.out_channels),)
+        else:  # None: a sequence was refused in __init__
+            self.adapters = nn.ModuleList([nn.Identity()])
+            self.output_info = (info,)
         rate = config.drop_rate if self.dropout_on_output else 0.0
         self.dropout = nn.Dropout(rate) if rate > 0 else nn.Identity()
         for stage in self.feature_info[: self.frozen_stages + 1]:
@@ -214,7 +231,7 @@ class Backbone(Encoder):
         """This model's name for a key of a foreign checkpoint layout; ``None`` drops it (a classifier head)."""
         return None if key.startswith(self.classifier_keys) else key
 
-    def translate_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def translate_checkpoint(self, state: Dict[str, Any]) -> Dict[str, Any]:
         """A whole checkpoint in this family's key layout, before the key-by-key :meth:`checkpoint_key` (timm models
         translate timm's full-model keys here). The default returns it as it is."""
         return state
@@ -264,11 +281,13 @@ class Backbone(Encoder):
         (a few cells per stage: cheaper than the meta device), on the meta device when the weights are there."""
         height, width = self.probe_size()
         parameter = next(iter(self.parameters()), None)
-        meta = parameter is None or parameter.is_meta
-        device = "meta" if parameter is None or meta else parameter.device
-        x = torch.zeros(1, self.in_channels, height, width, device=device)
         with eval_mode(self), torch.no_grad():  # BatchNorm in training refuses one 1x1 sample (squeeze-excitation)
-            outputs = meta_call(self, "forward_stages", x) if meta else self.forward_stages(x.to(parameter.dtype))
+            if parameter is None or parameter.is_meta:
+                x = torch.zeros(1, self.in_channels, height, width, device="meta")
+                outputs = meta_call(self, "forward_stages", x)
+            else:
+                x = torch.zeros(1, self.in_channels, height, width, device=parameter.device, dtype=parameter.dtype)
+                outputs = self.forward_stages(x)
         for info, output in zip(self.feature_info, outputs):
             wanted = (info.channels, *output_size(height, width, info.stride))
             if tuple(output.shape[1:]) != wanted:

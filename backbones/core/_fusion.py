@@ -19,6 +19,7 @@ from typing import (
     Collection,
     Iterator,
     List,
+    NamedTuple,
     Optional,
     Protocol,
     Sequence,
@@ -56,7 +57,15 @@ class Reparameterizable(Protocol):
         """Go back to the branches (``reparam_conv = None``)."""
 
 
-FoldPair = Tuple[nn.Conv2d, nn.Module, str, _BatchNorm]  # conv, the norm's parent, its name there, the norm
+class FoldPair(NamedTuple):
+    """A conv, the BatchNorm that consumes its output (with running statistics), the norm's parent and its name."""
+
+    conv: nn.Conv2d
+    parent: nn.Module
+    name: str
+    norm: nn.BatchNorm2d
+    mean: Tensor
+    var: Tensor
 
 
 def _fold_pair(conv: object, parent: nn.Module, name: str, norm: object, seen: Set[int]) -> Optional[FoldPair]:
@@ -64,10 +73,11 @@ def _fold_pair(conv: object, parent: nn.Module, name: str, norm: object, seen: S
     that no earlier pair took, else ``None``."""
     if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)) or id(norm) in seen:
         return None
-    if norm.running_mean is None or norm.num_features != conv.out_channels:
+    mean, var = norm.running_mean, norm.running_var
+    if mean is None or var is None or norm.num_features != conv.out_channels:
         return None
     seen.add(id(norm))
-    return conv, parent, name, norm
+    return FoldPair(conv, parent, name, norm, mean, var)
 
 
 def _chains(model: nn.Module, declared: Sequence[nn.Module]) -> Iterator[nn.Module]:
@@ -156,12 +166,11 @@ def fold_batchnorms(
         skip = _branches(reparameterizable)
         pairs = find_pairs(model, attribute_pairs, chains, skip)
         total = sum(isinstance(m, _BatchNorm) and id(m) not in skip for m in model.modules())
-        originals = [(conv, conv.weight, conv.bias, parent, name, norm) for conv, parent, name, norm in pairs]
-        for conv, parent, name, norm in pairs:
-            weight, bias = fuse_conv_bn_weights(
-                conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
+        originals = [(pair.conv, pair.conv.weight, pair.conv.bias, pair.parent, pair.name, pair.norm) for pair in pairs]
+        for conv, parent, name, norm, mean, var in pairs:
+            conv.weight, conv.bias = fuse_conv_bn_weights(
+                conv.weight, conv.bias, mean, var, norm.eps, norm.weight, norm.bias
             )
-            conv.weight, conv.bias = weight, bias
             setattr(parent, name, remainder(norm))
         after = _outputs(model, probe)
         moved = [float((a - b).abs().max()) for a, b in zip(after, before)]

@@ -17,7 +17,7 @@ padded form runs only while ``torch.compile`` / ``torch.export`` trace.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import List
+from typing import List, Literal
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +105,7 @@ def ceil_pool(stride: Pair, mode: str) -> nn.Module:
     return CeilPool2d(stride, mode) if stride != (1, 1) else nn.Identity()
 
 
-def init_conv_weights(model: nn.Module, mode: str = "fan_out") -> None:
+def init_conv_weights(model: nn.Module, mode: Literal["fan_in", "fan_out"] = "fan_out") -> None:
     """He initialisation of every conv of ``model``: ``fan_out`` as torchvision's ResNets (and the OCR and HMER
     projects), ``fan_in`` as its DenseNets. BatchNorms keep their construction values (weight 1, bias 0). Meta
     weights (``build_on_meta``) have no values to set."""
@@ -151,8 +151,11 @@ class Projection(nn.Sequential):
         check_choice(kind, "adapter", ADAPTER_KINDS)
         check_int(in_channels, "in_channels", 1)
         check_int(out_channels, "out_channels", 1)
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
-        layers["conv"] = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=kind == "conv")
+        conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=kind == "conv")
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
+        layers: OrderedDict[str, nn.Module] = OrderedDict(conv=conv)
         if kind != "conv":
             layers["bn"] = nn.BatchNorm2d(out_channels)
         if kind == "conv_bn_relu":
@@ -161,6 +164,3 @@ class Projection(nn.Sequential):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kind = kind
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
-        if self.conv.bias is not None:
-            nn.init.zeros_(self.conv.bias)

@@ -7,8 +7,9 @@ resolver's probes and the test kit. Nothing here copies or changes a weight.
 from __future__ import annotations
 
 import contextlib
+import math
 from itertools import chain
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Dict, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -63,8 +64,8 @@ def _sizes_fit(op: str, expected: Sequence[int], **tensors: Any) -> None:
 def _batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     if not _shape_only(x, running_mean, running_var, weight, bias) or x.dim() < 2:
         return None
-    if training:
-        F._verify_batch_size(x.size())
+    if training and x.shape[0] * math.prod(x.shape[2:]) == 1:  # what the real kernel refuses
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
     _sizes_fit("batch_norm", x.shape[1:2], running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
     return torch.empty_like(x)
 
@@ -92,7 +93,7 @@ class _ShapeOnlyOps(TorchFunctionMode):
     after the size checks of the real kernels. Their meta kernels are Python decompositions, with which a meta
     forward takes 2.5-6x as long (``benchmarks/meta_shapes.py``). Anything else runs the real function."""
 
-    _SHORTCUTS = {
+    _SHORTCUTS: ClassVar[Dict[Callable[..., Any], Callable[..., Optional[Tensor]]]] = {
         F.batch_norm: _batch_norm,
         F.layer_norm: _layer_norm,
         F.hardswish: _activation,

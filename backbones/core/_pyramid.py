@@ -127,8 +127,8 @@ class FeaturePyramid(Encoder):
         return f"out_indices={tuple(self.out_indices)}, out_channels={self.out_channels}"
 
 
-def _per_output(out_channels: Union[None, int, Tuple[int, ...]], outputs: int) -> Tuple[Optional[int], ...]:
+def _per_output(out_channels: Union[None, int, Sequence[int]], outputs: int) -> Tuple[Optional[int], ...]:
     """Validated ``out_channels`` as one entry per output (``None``: native channels)."""
-    if isinstance(out_channels, tuple):
-        return out_channels
-    return (out_channels,) * outputs
+    if out_channels is None or isinstance(out_channels, int):
+        return (out_channels,) * outputs
+    return tuple(out_channels)

@@ -52,6 +52,8 @@ class Preprocess:
         check_int(in_channels, "in_channels", 1)
         if in_channels == len(self.mean):
             return self
+        mean: Tuple[float, ...]
+        std: Tuple[float, ...]
         if in_channels == 1:
             mean, std = (sum(self.mean) / len(self.mean),), (sum(self.std) / len(self.std),)
         else:

@@ -16,7 +16,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -206,7 +206,7 @@ def _session(path: object, encoder: Encoder, masked: bool, threads: int):  # -> 
     return session
 
 
-def _checked_sizes(sizes: object, session: object, encoder: Encoder, batch: object) -> List[Tuple[int, int]]:
+def _checked_sizes(sizes: object, session: Any, encoder: Encoder, batch: object) -> List[Tuple[int, int]]:
     check_int(batch, "batch", 1)
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes:
         raise ValueError(f"sizes must be a non-empty list of (H, W) pairs, got {sizes!r}")
@@ -215,7 +215,7 @@ def _checked_sizes(sizes: object, session: object, encoder: Encoder, batch: obje
         pair = check_pair(size, "each of sizes")
         check_input_size(pair[0], pair[1], encoder.input_limits)
         checked.append(pair)
-    fixed = session.get_inputs()[0].shape  # type: ignore[attr-defined]
+    fixed = session.get_inputs()[0].shape
     for h, w in checked:
         other_size = isinstance(fixed[2], int) and (h, w) != (fixed[2], fixed[3])
         if other_size or (isinstance(fixed[0], int) and batch != fixed[0]):

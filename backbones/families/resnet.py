@@ -11,7 +11,7 @@ Stages after the deepest wanted output are empty ``nn.Sequential`` modules (no p
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Sequence
 
 from torch import Tensor, nn
 
@@ -53,6 +53,11 @@ class ResNet(Backbone):
     classifier_keys = ("fc.",)
     conv_init = "fan_out"
     fusable_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
+    if TYPE_CHECKING:  # set in build (by name); not at run time: TorchScript would read the annotations
+        layer1: nn.Sequential
+        layer2: nn.Sequential
+        layer3: nn.Sequential
+        layer4: nn.Sequential
 
     def __init__(
         self,
@@ -88,7 +93,7 @@ class ResNet(Backbone):
 
     def _build_stages(self, plan: StridePlan) -> Iterator[FeatureInfo]:
         timm = timm_classes()  # imported at build time: timm costs ~0.3 s
-        block_class = timm.BasicBlock if self.block_kind == "basic" else timm.Bottleneck
+        block_class: Any = timm.BasicBlock if self.block_kind == "basic" else timm.Bottleneck
         yield FeatureInfo("stem", 0, 64, plan.stem_stride, modules=("conv1", "bn1"))
         in_channels = 64
         options = dict(cardinality=self.groups, base_width=self.width_per_group)
@@ -104,8 +109,9 @@ class ResNet(Backbone):
             timm = timm_classes()
             for module in self.modules():
                 if isinstance(module, (timm.BasicBlock, timm.Bottleneck)):
-                    last_norm = module.bn2 if isinstance(module, timm.BasicBlock) else module.bn3
-                    nn.init.zeros_(last_norm.weight)
+                    last_norm = module.get_submodule("bn2" if isinstance(module, timm.BasicBlock) else "bn3")
+                    if isinstance(last_norm, nn.BatchNorm2d):
+                        nn.init.zeros_(last_norm.weight)
 
     def forward_stages(self, x: Tensor) -> List[Tensor]:
         stem = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -245,8 +245,8 @@ def probe_contract(
         raise ValueError(f"{name} has no Conv2d to read its input channels from; pass example=torch.zeros(...)")
     parameter = next(iter(module.parameters()), None)
     dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
-    wanted = ([tuple(x.shape[-2:])] if isinstance(x, Tensor) else []) + list(sizes or DEFAULT_SIZES)
-    wanted = list(dict.fromkeys((int(h), int(w)) for h, w in wanted))
+    given: List[Pair] = [(int(x.shape[-2]), int(x.shape[-1]))] if isinstance(x, Tensor) else []
+    wanted = list(dict.fromkeys(given + [(int(h), int(w)) for h, w in (sizes or DEFAULT_SIZES)]))
     call = _lock_call(module, wanted, in_channels, _calls(module, example), dtype)
     observations: Dict[Pair, Observation] = {}
     skipped: Dict[Pair, str] = {}

@@ -13,12 +13,12 @@ replaced when any step fails. This module composes the core and the adapters: it
 from __future__ import annotations
 
 import difflib
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import nn
 
-from ..core import Backbone, FeaturePyramid, Pair, check_bool, check_pair
+from ..core import Backbone, Encoder, Pair, check_bool, check_pair
 from ..registry import build_backbone, build_on_meta, format_spec, parse_spec
 from ._probe import EncoderContract, Observation, observe, probe_contract
 from ._report import EncoderSide, SwapReport, describe_side, grid_text
@@ -47,7 +47,7 @@ def resolve_path(model: nn.Module, path: str) -> Tuple[nn.Module, str, nn.Module
         raise ValueError(f"path must name a submodule such as 'encoder.model' or 'cnn', got {path!r}")
     if isinstance(model, _WRAPPERS) and not path.startswith("module."):
         path = f"module.{path}"
-    parent, module, walked = model, model, []
+    parent, module, walked = model, model, cast(List[str], [])
     for part in path.split("."):
         children = dict(module.named_children())
         if part not in children:
@@ -67,9 +67,7 @@ def _path_error(model: nn.Module, path: str, walked: List[str], children: Dict[s
     )
 
 
-def _spec_parts(spec: Union[str, nn.Module]) -> Tuple[Optional[str], Dict[str, Any]]:
-    if isinstance(spec, (Backbone, FeaturePyramid)):
-        return None, {}
+def _spec_parts(spec: Union[str, nn.Module]) -> Tuple[str, Dict[str, Any]]:
     if not isinstance(spec, str):
         raise TypeError(
             f"spec must be a backbone name, a spec string ('resnet50:dilate=true') or a built Backbone or "
@@ -97,11 +95,11 @@ def _pyramid_options(name: str, contract: EncoderContract, options: Dict[str, An
 
 def _build(
     spec: Union[str, nn.Module], contract: EncoderContract, build_options: Dict[str, Any]
-) -> Tuple[nn.Module, str]:
+) -> Tuple[Encoder, str]:
     """The replacement backbone and how the report names it."""
+    if isinstance(spec, Encoder):
+        return spec, type(spec).__name__
     name, spec_options = _spec_parts(spec)
-    if name is None:
-        return spec, type(spec).__name__  # type: ignore[return-value]
     options: Dict[str, Any] = {"in_channels": contract.in_channels}
     if len(contract.axes) == 1:
         options.update(out_channels=contract.out_channels[0], output_stride=_stride_option(contract.strides[0]))

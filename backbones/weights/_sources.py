@@ -131,13 +131,13 @@ class TimmWeights(WeightSource):
                 continue
             if cfg.hf_hub_id:
                 url = f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/model.safetensors"
-            elif cfg.url:
+            elif isinstance(cfg.url, str) and cfg.url:
                 url = cfg.url
             else:
                 continue
             suffix = ".safetensors" if url.endswith(".safetensors") else Path(url).suffix or ".pth"
-            size = tuple(cfg.input_size[-2:]) if cfg.input_size else None
-            preprocess = Preprocess(tuple(cfg.mean), tuple(cfg.std), size, cfg.interpolation or "bilinear")  # type: ignore[arg-type]
+            size = (int(cfg.input_size[-2]), int(cfg.input_size[-1])) if cfg.input_size else None
+            preprocess = Preprocess(tuple(cfg.mean), tuple(cfg.std), size, cfg.interpolation or "bilinear")
             sets.append(WeightSet("timm", tag, url, f"{full_name}{suffix}", preprocess, cfg.hf_hub_id or None))
         return sets
 
@@ -196,16 +196,17 @@ def resolve_pretrained(
                 f"(.pth/.pt/.ckpt/.safetensors) as pretrained=..."
             )
         return chosen
-    path_like = isinstance(pretrained, str) and _looks_like_path(pretrained)
-    if pretrained in sets and path_like:
+    text = pretrained if isinstance(pretrained, str) else ""
+    path_like = bool(text) and _looks_like_path(text)
+    if text in sets and path_like:
         raise ValueError(
             f"pretrained={pretrained!r} is both a weight tag of {name} and a file path; pass pathlib.Path(...) "
             f"for the file, or a plain tag"
         )
-    if pretrained in sets:
-        return sets[pretrained]  # type: ignore[index]
+    if text in sets:
+        return sets[text]
     if path_like:
-        return Path(pretrained)  # type: ignore[arg-type]
+        return Path(text)
     tags = f"one of the weight tags of {name}: {', '.join(sets)}" if sets else f"a tag ({name} has none)"
     raise ValueError(
         f"pretrained must be True, False, {tags}, or a checkpoint path (an os.PathLike, or a string with a suffix "

@@ -30,7 +30,7 @@ class ColumnPaddedMaxPool2d(nn.MaxPool2d):
         return F.max_pool2d(F.pad(x, [1, 1, 0, 1], value=float("-inf")), 2, self.stride)
 
     def extra_repr(self) -> str:
-        return f"kernel_size=2, stride={tuple(self.stride)}, padding=columns 1+1, rows 0+1"  # type: ignore[arg-type]
+        return f"kernel_size=2, stride={self.stride}, padding=columns 1+1, rows 0+1"
 
 
 def conv_bn_relu(

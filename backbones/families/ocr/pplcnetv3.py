@@ -18,7 +18,8 @@ one conv as the original's ``rep()`` does, then the BatchNorms.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+import copy
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -111,9 +112,10 @@ class _RepLayer(nn.Module):
 
     def rep(self) -> None:
         """One conv with the sum of the branches' BN-folded kernels (the 1x1 and the identity at the centre)."""
-        first = self.conv_kxk[0].conv
-        kernel, bias = _folded(self.conv_kxk[0])
-        for branch in self.conv_kxk[1:]:
+        branches = [branch for branch in self.conv_kxk if isinstance(branch, _ConvBN)]
+        first = branches[0].conv
+        kernel, bias = _folded(branches[0])
+        for branch in branches[1:]:
             k, b = _folded(branch)
             kernel, bias = kernel + k, bias + b
         centre = first.kernel_size[0] // 2
@@ -125,9 +127,8 @@ class _RepLayer(nn.Module):
             identity[torch.arange(kernel.shape[0]), torch.arange(kernel.shape[0]) % kernel.shape[1], centre, centre] = 1
             k, b = _scaled(identity, self.identity)
             kernel, bias = kernel + k, bias + b
-        conv = nn.Conv2d(first.in_channels, first.out_channels, first.kernel_size, first.stride, first.padding,
-                         first.dilation, first.groups, bias=True).to(kernel.device, kernel.dtype)  # fmt: skip
-        conv.weight.data, conv.bias.data = kernel.detach(), bias.detach()
+        conv = copy.deepcopy(first)  # the branches' geometry, with the folded kernel and a bias
+        conv.weight, conv.bias = nn.Parameter(kernel.detach()), nn.Parameter(bias.detach())
         self.reparam_conv = conv
 
     def unrep(self) -> None:
@@ -135,8 +136,11 @@ class _RepLayer(nn.Module):
 
 
 def _scaled(kernel: Tensor, norm: nn.BatchNorm2d) -> Tuple[Tensor, Tensor]:
-    std = (norm.running_var + norm.eps).sqrt()
-    return kernel * (norm.weight / std).reshape(-1, 1, 1, 1), norm.bias - norm.running_mean * norm.weight / std
+    mean, var = norm.running_mean, norm.running_var
+    if mean is None or var is None:
+        raise RuntimeError("re-parameterising needs the BatchNorms' running statistics (track_running_stats=True)")
+    std = (var + norm.eps).sqrt()
+    return kernel * (norm.weight / std).reshape(-1, 1, 1, 1), norm.bias - mean * norm.weight / std
 
 
 def _folded(branch: _ConvBN) -> Tuple[Tensor, Tensor]:
@@ -177,6 +181,12 @@ class PPLCNetV3(Backbone):
 
     first_conv = "conv1.conv"
     fusable_pairs = (("conv", "bn"),)
+    if TYPE_CHECKING:  # set in build (by name); not at run time: TorchScript would read the annotations
+        blocks2: nn.Sequential
+        blocks3: nn.Sequential
+        blocks4: nn.Sequential
+        blocks5: nn.Sequential
+        blocks6: nn.Sequential
 
     def __init__(self, config: BackboneConfig, *, scale: float = 0.95, branches: int = 4) -> None:
         """``scale``: width multiplier (0.95 in PP-OCRv5's mobile config); ``branches``: kxk branches per layer."""

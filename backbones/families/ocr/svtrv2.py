@@ -144,9 +144,21 @@ class _SubSample(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+class _PatchEmbed(nn.Module):
+    """OpenOCR's ``pope``: two 3x3/2 convs with BatchNorm and GELU,
+    ``[N, C, H, W] -> [N, dim, ceil(H/4), ceil(W/4)]``."""
+
+    def __init__(self, in_channels: int, dim: int) -> None:
+        super().__init__()
+        self.patch_embed = nn.Sequential(_ConvBNGELU(in_channels, dim // 2), _ConvBNGELU(dim // 2, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.patch_embed(x)
+
+
 class _Stage(nn.Module):
     """OpenOCR's ``SVTRStage``: ``blocks`` (a parameterless placeholder where OpenOCR flattens to tokens), and the
-    ``downsample`` to the next stage's width (``nn.Identity`` in the last stage)."""
+    ``downsample`` to the next stage's width (``nn.Identity`` in the last built stage)."""
 
     def __init__(self, dim: int, depth: int, heads: int, mixers: str, drop_paths: Sequence[float]) -> None:
         super().__init__()
@@ -160,6 +172,12 @@ class _Stage(nn.Module):
             blocks.append(_GlobalMixer(dim, heads, rate))
         self.blocks = nn.ModuleList(blocks)
         self.downsample: nn.Module = nn.Identity()
+
+    def forward(self, x: Tensor, keep: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """``(the stage's output, the next stage's input)``: its blocks, then its ``downsample``."""
+        for block in self.blocks:
+            x = block(x, keep)
+        return x, self.downsample(x)
 
 
 @register_backbone("svtrv2_tiny", family="ocr", description="SVTRv2-T of OpenOCR (feat2d): 256 @ (8, 4)")
@@ -197,10 +215,7 @@ class SVTRv2(Backbone):
 
     def build(self, config: BackboneConfig) -> Stages:
         dims = VARIANTS[self.variant][0]
-        self.pope = nn.Module()
-        self.pope.patch_embed = nn.Sequential(
-            _ConvBNGELU(self.in_channels, dims[0] // 2), _ConvBNGELU(dims[0] // 2, dims[0])
-        )
+        self.pope = _PatchEmbed(self.in_channels, dims[0])
         self.stages = nn.ModuleList()  # filled as the stages are built
         self.token_strides: List[List[int]] = []
         plan = config.plan((4, 4), ((1, 1), *SUB_STRIDES))
@@ -222,13 +237,13 @@ class SVTRv2(Backbone):
             yield FeatureInfo(f"stage{i + 1}", i + 1, dims[i], stage.output_stride, stage.dilation, modules)
 
     def forward_stages(self, x: Tensor) -> List[Tensor]:
-        return self._stages(self.pope.patch_embed(x), None)
+        return self._stages(self.pope(x), None)
 
     def forward_stages_masked(self, x: Tensor, mask: Tensor) -> List[Tensor]:
         """Padded pixels zeroed, padded tokens masked out of every attention (an image that is all padding
         attends to everything)."""
         x = x * (~padding_on_grid(mask, [1, 1]))[:, None].to(x.dtype)
-        return self._stages(self.pope.patch_embed(x), mask)
+        return self._stages(self.pope(x), mask)
 
     def _stages(self, x: Tensor, mask: Optional[Tensor]) -> List[Tensor]:
         outputs = [x]
@@ -237,10 +252,8 @@ class SVTRv2(Backbone):
             if mask is not None:
                 visible = ~padding_on_grid(mask, self.token_strides[i]).flatten(1)
                 keep = (visible | ~visible.any(dim=1, keepdim=True))[:, None, None, :]
-            for block in stage.blocks:
-                x = block(x, keep)
-            outputs.append(x)
-            x = stage.downsample(x)  # the next stage's input (nn.Identity after the last built stage)
+            output, x = stage(x, keep)  # x: the next stage's input
+            outputs.append(output)
         return outputs
 
     def mismatch_hint(self, missing: List[str], unexpected: List[str], mis_shaped: Sequence[str] = ()) -> str:

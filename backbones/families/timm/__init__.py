@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from ...registry import BackboneEntry, UnknownBackboneError, register_namespace
 from ...weights import TimmWeights
@@ -24,7 +24,7 @@ def _suggestions(model_name: str) -> List[str]:
     import timm
 
     names = timm.list_models()
-    folded = {}
+    folded: Dict[str, str] = {}
     for name in names:
         folded.setdefault(re.sub(r"[^a-z0-9]", "", name.lower()), name)
     key = re.sub(r"[^a-z0-9]", "", model_name.lower())

@@ -84,8 +84,9 @@ class TimmBackbone(Backbone):
         self.plain_vit = found.plain_vit
         last = config.last_stage(len(found.native) - 1)  # timm builds its own levels: it is told the deepest
         self._create_options = dict(found.timm_options, out_indices=found.level_indices[: last + 1])
-        self.body = timm.create_model(self.model_name, **self._create_options)
-        strides = [(r, r) for r in self.body.feature_info.reduction()]
+        body: Any = timm.create_model(self.model_name, **self._create_options)  # timm's features_only net
+        self.body = body
+        strides = [(r, r) for r in body.feature_info.reduction()]
         if found.timm_stride is None and (config.output_stride is not None or config.strides is not None):
             strides = self._remove_strides(config, list(found.native), last)
         self.level_strides: List[List[int]] = [[sh, sw] for sh, sw in strides[: last + 1]]
@@ -187,20 +188,22 @@ class TimmBackbone(Backbone):
         if ends and all(re.fullmatch(r"blocks\.\d+", end) for end in ends) and hasattr(model, "blocks"):
             children = [name for name, _ in model.named_children()]
             before = children[: children.index("blocks")] + [name for name, _ in model.named_parameters(recurse=False)]
-            groups, start = [], 0
+            levels: List[Tuple[str, ...]] = []
+            start = 0
             for end in (int(end.split(".")[1]) for end in ends):
                 blocks = tuple(f"body.model.blocks.{i}" for i in range(start, end + 1))
-                prefix = tuple(f"body.model.{name}" for name in before) if not groups else ()
-                groups.append(prefix + blocks)
+                prefix = tuple(f"body.model.{name}" for name in before) if not levels else ()
+                levels.append(prefix + blocks)
                 start = end + 1
-            return groups
+            return levels
         names = list(getattr(self.body, "return_layers", []))
         children = [name for name, _ in self.body.named_children()]
         if len(names) != last + 1 or any(n not in children for n in names):
             if frozen_stages >= 0:
                 raise ValueError(f"frozen_stages is not available for timm:{self.model_name}")
             return [()] * (last + 1)
-        groups, start = [], 0
+        groups: List[Tuple[str, ...]] = []
+        start = 0
         for name in names:
             end = children.index(name) + 1
             groups.append(tuple(f"body.{child}" for child in children[start:end]))
@@ -294,5 +297,5 @@ class TimmBackbone(Backbone):
     def folded_norm_remainder(self, norm: nn.Module) -> nn.Module:
         """What is left of a folded BatchNorm: timm's ``BatchNormAct2d`` keeps its dropout and activation."""
         if isinstance(norm, timm_classes().BatchNormAct2d):
-            return nn.Sequential(norm.drop, norm.act)
+            return nn.Sequential(norm.get_submodule("drop"), norm.get_submodule("act"))
         return super().folded_norm_remainder(norm)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any, Dict, Hashable, NamedTuple, Optional, Tuple
 
 import torch
-from torch import nn
 
 from ...core import BackboneConfig, BoundedCache, PairLike, timm_classes
 
@@ -83,7 +82,7 @@ def probe_key(model_name: str, in_channels: int, options: Dict[str, Any], config
     )  # fmt: skip
 
 
-def create_on_meta(model_name: str, options: Dict[str, Any]) -> nn.Module:
+def create_on_meta(model_name: str, options: Dict[str, Any]) -> Any:
     """``timm.create_model(model_name, **options)`` on the meta device; timm's refusals as one ``ValueError``."""
     import timm
 
@@ -97,7 +96,7 @@ def create_on_meta(model_name: str, options: Dict[str, Any]) -> nn.Module:
         raise ValueError(f"timm:{model_name} does not accept {given} ({type(error).__name__}: {error})") from error
 
 
-def _with_options(model_name: str, probe: nn.Module, kwargs: Dict[str, Any], **options: Any) -> Tuple[nn.Module, Dict]:
+def _with_options(model_name: str, probe: Any, kwargs: Dict[str, Any], **options: Any) -> Tuple[Any, Dict[str, Any]]:
     """The probe rebuilt with ``options`` (timm's size options, ``output_stride``), or as it was if the model refuses
     them."""
     extended = dict(kwargs, **options)

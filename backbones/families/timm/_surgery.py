@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 Downsampler = Tuple[str, nn.Module, Pair]  # name, module, its stride (sh, sw)
+ConvLike = Any
+"""``nn.Conv2d`` or timm's ``CondConv2d``: the same stride, padding and dilation attributes (not a common class)."""
 
 
 class LayerTrace(NamedTuple):
@@ -48,7 +50,7 @@ class LayerTrace(NamedTuple):
     began; the upsampling layers (HRNet's fusion) with the native strides of their input and output."""
 
     downsamplers: Dict[int, List[Downsampler]]
-    convs: List[Tuple[str, nn.Module, int]]
+    convs: List[Tuple[str, ConvLike, int]]
     calls: List[Tuple[str, nn.Module]]
     upsamplers: List[Tuple[nn.Upsample, int, int]]
 
@@ -269,7 +271,7 @@ def _replace(body: nn.Module, name: str, new: nn.Module) -> None:
     setattr(body.get_submodule(parent_name), child, new)
 
 
-def _without_conv_stride(body: nn.Module, name: str, conv: nn.Module, axes: Tuple[bool, bool], new_stride: Pair) -> str:
+def _without_conv_stride(body: nn.Module, name: str, conv: ConvLike, axes: Tuple[bool, bool], new_stride: Pair) -> str:
     """The conv at ``name`` at ``new_stride`` with the padding that keeps the size; ``""`` or why it cannot be."""
     kernel, dilation = _pair(conv.kernel_size), _pair(conv.dilation)
     padding = list(_pair(conv.padding)) if not isinstance(conv.padding, str) else [0, 0]
@@ -313,10 +315,12 @@ def remove_stride(body: nn.Module, name: str, axes: Tuple[bool, bool], model_nam
                 padding[axis] = (kernel[axis] - 1) // 2
             elif drop:
                 kernel[axis], padding[axis] = 1, 0
-        module.kernel_size, module.stride, module.padding = tuple(kernel), new_stride, tuple(padding)
+        module.kernel_size, module.stride = (kernel[0], kernel[1]), new_stride
+        module.padding = (padding[0], padding[1])
         problem = ""
     elif isinstance(module, timm_classes().BlurPool2d):  # a fixed blur filter, padded for "same" at stride 1
-        module.stride = new_stride
+        blur: Any = module
+        blur.stride = new_stride
         problem = ""
     elif _is_patch_merging(module) or isinstance(module, StridedPatchMerging):
         current = module.merge_stride if isinstance(module, StridedPatchMerging) else (2, 2)
