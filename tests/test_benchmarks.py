@@ -25,10 +25,12 @@ def test_densenet_memory_script(capsys):
 
 
 def test_parity_script(capsys):
-    """The script runs and reports each comparison (the tolerances themselves are test_parity.py's)."""
+    """The script runs and reports each comparison; resnet18 agrees with torchvision, timm and itself on repeated
+    gray channels within test_parity.py's tolerance (1e-5 of the output's scale)."""
     rows = json.loads(_main(capsys, "parity.py", "--models", "resnet18", "--size", "32x32", "--json"))
     assert [row["model"].split()[0] for row in rows] == ["resnet18"] * len(rows) and len(rows) == 4
-    assert all(row["max_abs_diff"] >= 0 and row["max_abs_value"] > 0 and row["shape"][1] == 512 for row in rows)
+    assert all(row["shape"] == [2, 512, 1, 1] and row["max_abs_value"] > 0 for row in rows)
+    assert all(row["max_abs_diff"] <= 1e-5 * row["max_abs_value"] for row in rows), rows
 
 
 def test_overhead_script(capsys):

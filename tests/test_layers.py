@@ -1,30 +1,60 @@
-"""Exportable ceil-mode pooling (the padded form traced by compile/export) equals PyTorch's ceil_mode pooling."""
+"""Ceil-rounding pooling, against a slow reference that cuts every window by hand; the padded form is what makes
+torch.export with dynamic H, W possible (PyTorch's ceil-mode pooling is refused there)."""
 
+import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backbones.core import ceil_avg_pool2d, ceil_max_pool2d, padded_avg_pool2d, padded_max_pool2d
+import backbones.core._layers as layers
+from backbones.core import CeilPool2d, ceil_avg_pool2d, ceil_max_pool2d, padded_avg_pool2d, padded_max_pool2d
+
+STRIDES = [(2, 2), (2, 1), (1, 2), (3, 3), (4, 3)]
+
+
+def reference_pool(x: torch.Tensor, stride, mode: str) -> torch.Tensor:
+    """Cell (r, q) is the max or the mean of the input's real elements in rows r*sh .. r*sh+sh-1 and columns
+    q*sw .. q*sw+sw-1 (a window past the far edge holds fewer), one window at a time."""
+    n, c, h, w = x.shape
+    sh, sw = stride
+    rows, columns = (h + sh - 1) // sh, (w + sw - 1) // sw
+    out = torch.empty(n, c, rows, columns, dtype=x.dtype)
+    for r in range(rows):
+        for q in range(columns):
+            window = x[:, :, r * sh : r * sh + sh, q * sw : q * sw + sw].reshape(n, c, -1)
+            out[:, :, r, q] = window.max(dim=2).values if mode == "max" else window.sum(dim=2) / window.shape[2]
+    return out
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 40), st.integers(1, 40), st.sampled_from([(2, 2), (2, 1), (1, 2), (3, 3)]))
-def test_ceil_pooling_equals_ceil_mode(h, w, stride):
-    x = torch.randn(2, 3, h, w)
-    torch.testing.assert_close(
-        padded_avg_pool2d(x, list(stride)), F.avg_pool2d(x, stride, ceil_mode=True), atol=1e-6, rtol=1e-6
-    )
-    torch.testing.assert_close(
-        padded_max_pool2d(x, list(stride)), F.max_pool2d(x, stride, ceil_mode=True), atol=0, rtol=0
-    )
-    negative = -x.abs() - 1  # -inf padding must never win a max over negative values
-    assert torch.equal(padded_max_pool2d(negative, list(stride)), F.max_pool2d(negative, stride, ceil_mode=True))
-    assert torch.equal(ceil_avg_pool2d(x, list(stride)), F.avg_pool2d(x, stride, ceil_mode=True))
+@given(st.integers(1, 23), st.integers(1, 23), st.sampled_from(STRIDES), st.booleans())
+def test_every_ceil_pooling_form_equals_the_reference(h, w, stride, negative):
+    """Eager (PyTorch's ceil mode), the padded form and the module give the reference's numbers; on negative inputs
+    the -inf padding of the max must never win."""
+    x = torch.randn(2, 3, h, w, dtype=torch.float64)
+    x = -x.abs() - 1 if negative else x
+    for mode, forms in (("max", (ceil_max_pool2d, padded_max_pool2d)), ("avg", (ceil_avg_pool2d, padded_avg_pool2d))):
+        expected = reference_pool(x, stride, mode)
+        for form in forms:
+            torch.testing.assert_close(form(x, list(stride)), expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(CeilPool2d(stride, mode)(x), expected, rtol=1e-12, atol=1e-12)
 
 
-def test_compiled_pooling_takes_the_padded_form_and_matches_eager():
-    x = torch.randn(2, 3, 13, 22)
-    for eager, stride in ((ceil_avg_pool2d, [2, 2]), (ceil_max_pool2d, [2, 1])):
-        compiled = torch.compile(eager, backend="eager", fullgraph=True)
-        torch.testing.assert_close(compiled(x, stride), eager(x, stride), atol=1e-6, rtol=1e-6)
+@pytest.mark.parametrize("padded_form", [True, False], ids=["padded", "ceil-mode"])
+def test_export_with_dynamic_sizes_needs_the_padded_form(padded_form, monkeypatch):
+    """What the layer traces is the padded form: torch.export with named dynamic H, W exports it and the program
+    gives the reference's numbers at sizes it never saw; PyTorch's ceil-mode kernel (what the layer would trace
+    without that form) is refused with a constraint violation."""
+    if not padded_form:
+        monkeypatch.setattr(layers, "_tracing", lambda: False)
+    dims = {2: torch.export.Dim("H", min=33, max=512), 3: torch.export.Dim("W", min=33, max=512)}
+    for mode in ("max", "avg"):
+        module = CeilPool2d((2, 3), mode)
+        if not padded_form:
+            with pytest.raises(Exception, match="Constraints violated"):
+                torch.export.export(module, (torch.randn(2, 2, 47, 95),), dynamic_shapes=(dims,))
+            continue
+        program = torch.export.export(module, (torch.randn(2, 2, 47, 95),), dynamic_shapes=(dims,)).module()
+        for size in [(33, 34), (61, 101), (128, 77)]:
+            x = torch.randn(2, 2, *size)
+            torch.testing.assert_close(program(x), reference_pool(x, (2, 3), mode), rtol=1e-6, atol=1e-6)

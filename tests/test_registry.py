@@ -1,5 +1,8 @@
 """Registry: listing, a user family with the whole contract, namespaces, clean registration and removal."""
 
+import sys
+import threading
+
 import pytest
 import torch
 from backbones.adapters import MaskedEncoder
@@ -143,3 +146,44 @@ def test_a_namespace_of_your_own():
 def test_timm_namespace_lists_timm_names():
     names = list_backbones("timm:convnext_a*")
     assert "timm:convnext_atto" in names and all(n.startswith("timm:convnext_a") for n in names)
+
+
+def test_lookups_listing_and_building_while_another_thread_registers(tiny):
+    """One thread registers and unregisters names as fast as it can while three others list, look up (and get
+    suggestions for misspelt names) and build: no reader sees a table that changes under it."""
+    stop, errors = threading.Event(), []
+
+    def churn():
+        i = 0
+        while not stop.is_set():
+            name = f"test_churn_{i % 40}"
+            register_backbone(name, family="churn")(TinyCNN)
+            unregister_backbone(name)
+            i += 1
+
+    def read():
+        try:
+            for _ in range(500):
+                assert "resnet18" in list_backbones("resnet*")
+                with pytest.raises(KeyError, match="did you mean"):
+                    get_entry("resnet1")
+                assert get_entry(tiny).family == "tiny"
+            assert build_backbone(tiny, out_channels=4).out_channels == 4
+        except Exception as error:  # collected and re-raised in the main thread
+            errors.append(error)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    writer, readers = threading.Thread(target=churn), [threading.Thread(target=read) for _ in range(3)]
+    try:
+        writer.start()
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
+    finally:
+        stop.set()
+        writer.join()
+        sys.setswitchinterval(interval)
+    assert errors == [], errors[:1]
+    assert not list_backbones("test_churn*")

@@ -135,6 +135,23 @@ def _branches(layers: Sequence[Reparameterizable]) -> Set[int]:
     return {id(m) for m in modules if id(m) not in kept}
 
 
+def _fold(pairs: Sequence[FoldPair], remainder: Callable[[nn.Module], nn.Module]) -> None:
+    for conv, parent, name, norm, mean, var in pairs:
+        conv.weight, conv.bias = fuse_conv_bn_weights(
+            conv.weight, conv.bias, mean, var, norm.eps, norm.weight, norm.bias
+        )
+        setattr(parent, name, remainder(norm))
+
+
+def _undo(originals: Sequence[Tuple], layers: Sequence[Reparameterizable]) -> None:
+    """Every folded conv's own parameters and its norm back; every re-parameterised layer back to its branches."""
+    for conv, weight, bias, parent, name, norm in originals:
+        conv.weight, conv.bias = weight, bias
+        setattr(parent, name, norm)
+    for layer in layers:
+        layer.unrep()
+
+
 def fold_batchnorms(
     model: Encoder,
     attribute_pairs: Sequence[Tuple[str, str]],
@@ -167,21 +184,13 @@ def fold_batchnorms(
         pairs = find_pairs(model, attribute_pairs, chains, skip)
         total = sum(isinstance(m, _BatchNorm) and id(m) not in skip for m in model.modules())
         originals = [(pair.conv, pair.conv.weight, pair.conv.bias, pair.parent, pair.name, pair.norm) for pair in pairs]
-        for conv, parent, name, norm, mean, var in pairs:
-            conv.weight, conv.bias = fuse_conv_bn_weights(
-                conv.weight, conv.bias, mean, var, norm.eps, norm.weight, norm.bias
-            )
-            setattr(parent, name, remainder(norm))
+        _fold(pairs, remainder)
         after = _outputs(model, probe)
         moved = [float((a - b).abs().max()) for a, b in zip(after, before)]
         if any(not m <= limit for m, limit in zip(moved, allowed)):  # NaN counts as moved
             raise RuntimeError(f"the outputs moved by {max(moved):.3g}, more than the {max(allowed):.3g} allowed")
     except Exception as error:
-        for conv, weight, bias, parent, name, norm in originals:
-            conv.weight, conv.bias = weight, bias
-            setattr(parent, name, norm)
-        for layer in reparameterizable:
-            layer.unrep()
+        _undo(originals, reparameterizable)
         raise RuntimeError(
             f"folding BatchNorms into convs failed for {type(model).__name__} ({error}); nothing was folded, the "
             f"model is as it was"

@@ -25,6 +25,7 @@ from ..core import (
     RELATIVE_TOLERANCE,
     Encoder,
     MaskedEncoderBase,
+    Pair,
     check_bool,
     check_input_size,
     check_int,
@@ -103,8 +104,8 @@ def export_onnx(
 
     Inputs are named ``image`` ``[N, C, H, W]`` (and ``mask``, bool ``[N, H, W]``, True = padding, for a
     ``MaskedEncoder``); outputs ``feature`` (``feature0``, ``feature1``, ... for a pyramid) and ``feature_mask``.
-    With ``dynamic`` the batch, H and W are free: any ``H, W >= 2`` gives the contract's ``ceil(H/sh) x ceil(W/sw)``
-    grid. The encoder is exported in eval mode and left in its mode.
+    With ``dynamic`` the batch, H and W are free: any ``H, W >= 2`` gives the ``ceil(H/sh) x ceil(W/sw)`` grid. The
+    encoder is exported in eval mode and left in its mode.
 
     Args:
         encoder: a built encoder on a real device, any family and stride configuration, ``timm:`` models included.
@@ -118,26 +119,28 @@ def export_onnx(
 
     Raises:
         ImportError: onnx or onnxscript is missing (install the ``export`` extra).
-        TypeError, ValueError: a bad argument (named), a meta-device model, or a model that cannot be exported (the
-            message names the failing module or operator).
+        TypeError, ValueError: a bad argument, a meta-device model, or a model that cannot be exported (named).
     """
     backbone, masked = _checked_model(encoder)
     path, size = _checked_options(path, dynamic, opset, example_size, backbone)
-    try:
-        import onnx
-        import onnxscript  # noqa: F401
-    except ImportError as error:
-        raise ImportError(
-            f"export_onnx needs onnx and onnxscript: pip install 'backbone-swap[export]' ({error})"
-        ) from None
+    onnx = _exporter_modules()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"path {str(path)!r}: its folder cannot be created ({error.strerror or error})") from None
+    return _write(encoder, backbone, masked, path, (dynamic, opset, size), onnx)
+
+
+_Options = Tuple[bool, Optional[int], Pair]  # dynamic, opset, example size
+
+
+def _write(encoder: nn.Module, backbone: Encoder, masked: bool, path: Path, options: _Options, onnx: Any) -> Path:
+    """The export itself (see :func:`export_onnx`); ``options``: ``(dynamic, opset, example size)``."""
+    dynamic, opset, size = options
     input_names, output_names = _io_names(backbone, masked)
     free = torch.export.Dim.DYNAMIC
-    image_dims = {0: free, 2: free, 3: free}
-    dynamic_shapes = ((image_dims, {0: free, 1: free, 2: free}) if masked else (image_dims,)) if dynamic else None
+    image, mask = {0: free, 2: free, 3: free}, {0: free, 1: free, 2: free}
+    dynamic_shapes = ((image, mask) if masked else (image,)) if dynamic else None
     try:
         with eval_mode(encoder), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
@@ -150,6 +153,18 @@ def export_onnx(
         raise ValueError(f"{type(backbone).__name__} cannot be exported to ONNX: {_first_line(error)}") from error
     _logger.info("exported %s to %s", type(backbone).__name__, path)
     return path
+
+
+def _exporter_modules() -> Any:
+    """``onnx`` (and ``onnxscript`` imported), or an ``ImportError`` naming the extra to install."""
+    try:
+        import onnx
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            f"export_onnx needs onnx and onnxscript: pip install 'backbone-swap[export]' ({error})"
+        ) from None
+    return onnx
 
 
 def _first_line(error: Exception) -> str:
@@ -263,31 +278,35 @@ def check_onnx(
     session = _session(path, backbone, masked, threads)
     checked = _checked_sizes(sizes, session, backbone, batch)
     generator = torch.Generator().manual_seed(0)
-    checks = []
     with eval_mode(encoder), torch.no_grad():
-        for height, width in checked:
-            x = torch.randn(batch, backbone.in_channels, height, width, generator=generator)
-            feeds: Dict[str, object] = {"image": x.numpy()}
-            if masked:
-                mask = torch.rand(batch, height, width, generator=generator) > 0.5
-                feeds["mask"] = mask.numpy()
-                feature, expected_mask = encoder(x, mask)
-                expected = [feature]
-            else:
-                expected = backbone.forward_outputs(x)
-            got = session.run(None, feeds)
-            diff, scale = _compare(got, expected)
-            checks.append(
-                ExportCheck(
-                    size=(height, width),
-                    shapes=tuple(tuple(result.shape) for result in got[: len(expected)]),
-                    expected_shapes=tuple(
-                        (batch, info.channels, -(-height // info.stride[0]), -(-width // info.stride[1]))
-                        for info in backbone.output_info
-                    ),
-                    max_abs_diff=diff,
-                    max_abs_value=scale,
-                    masks_equal=bool((got[-1] == expected_mask.numpy()).all()) if masked else True,
-                )
-            )
-    return checks
+        return [_check_size(encoder, backbone, masked, session, (batch, h, w), generator) for h, w in checked]
+
+
+def _check_size(
+    encoder: nn.Module, backbone: Encoder, masked: bool, session: Any, shape: Tuple[int, int, int], generator: Any
+) -> ExportCheck:
+    """One :class:`ExportCheck`: random input (and mask) of ``shape = (batch, H, W)``, both runtimes."""
+    batch, height, width = shape
+    x = torch.randn(batch, backbone.in_channels, height, width, generator=generator)
+    feeds: Dict[str, object] = {"image": x.numpy()}
+    expected_mask = None
+    if masked:
+        mask = torch.rand(batch, height, width, generator=generator) > 0.5
+        feeds["mask"] = mask.numpy()
+        feature, expected_mask = encoder(x, mask)
+        expected = [feature]
+    else:
+        expected = backbone.forward_outputs(x)
+    got = session.run(None, feeds)
+    diff, scale = _compare(got, expected)
+    return ExportCheck(
+        size=(height, width),
+        shapes=tuple(tuple(result.shape) for result in got[: len(expected)]),
+        expected_shapes=tuple(
+            (batch, info.channels, *size)
+            for info, size in zip(backbone.output_info, backbone.output_sizes(height, width))
+        ),
+        max_abs_diff=diff,
+        max_abs_value=scale,
+        masks_equal=expected_mask is None or bool((got[-1] == expected_mask.numpy()).all()),
+    )

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Sequence, Union, overload
 import torch
 
 from ..core import COMMON_OPTIONS, Backbone, BackboneConfig, Encoder, FeaturePyramid, PairLike, Pretrained
-from ..weights import WeightSet, collect_sets, load_weights, read_pretrained
+from ..weights import PretrainedWeights, WeightSet, collect_sets, load_weights, read_pretrained
 from ._registry import BackboneEntry, get_entry
 
 __all__ = ["build_backbone", "build_on_meta", "weight_sets"]
@@ -78,23 +78,21 @@ def build_backbone(
 
     Args:
         name: a name from :func:`list_backbones`, or ``"timm:<model>"``.
-        out_channels: channels of the output; ``None`` keeps the native ones (no adapter). With ``out_indices``:
-            one int for every output, or one per output.
+        out_channels: channels of the output; ``None`` keeps the native ones (no adapter); with ``out_indices``, one
+            int for every output or one per output.
         output_stride: int or ``(sh, sw)``; ``None`` = native. Removes the last strides first.
         strides: per-stage strides after the stem (each kept or 1, int or ``(sh, sw)``).
         dilate: turn removed strides into dilation.
-        in_channels: channels of the input image; ``None`` = the family's default (3; 1 for
-            ``densenet_hmer``, ``resnet_fan`` and ``vgg_crnn``).
-        pretrained: ``False``; ``True`` (the default ImageNet weights: torchvision's ``DEFAULT``); a weight
-            tag (torchvision's ``"IMAGENET1K_V2"`` or timm's ``"a1_in1k"``); or a checkpoint path (an
-            ``os.PathLike``, or a string with a suffix or a folder) in torchvision's, timm's, an OCR or HMER
-            project's or this library's layout. The first conv is adapted to ``in_channels``; adapters stay freshly
-            initialised. What was loaded is in ``pretrained_report``, how to normalise the input in ``preprocess``.
+        in_channels: channels of the input; ``None`` = the family's default (3; 1 for the HMER and line encoders).
+        pretrained: ``False``; ``True`` (torchvision's ``DEFAULT`` ImageNet weights); a weight tag
+            (``"IMAGENET1K_V2"``, timm's ``"a1_in1k"``); or a checkpoint path (an ``os.PathLike``, or a string with a
+            suffix or a folder) in torchvision's, timm's, an OCR or HMER project's or this library's layout. The first
+            conv is adapted to ``in_channels``. The report is in ``pretrained_report``, the normalisation in
+            ``preprocess``.
         out_indices: stage indices to output (0 = stem): the result is then a :class:`FeaturePyramid`.
         frozen_stages: -1 none, 0 the stem, ``i`` the stem and stages 1..i (frozen, eval mode).
         norm_eval: keep every BatchNorm of the body in eval mode during training.
-        adapter: ``"conv"``, ``"conv_bn"`` or ``"conv_bn_relu"`` (used when ``out_channels`` is set).
-        drop_rate: the family's dropout (see each family).
+        adapter: ``"conv"``, ``"conv_bn"`` or ``"conv_bn_relu"`` (with ``out_channels``); drop_rate: the family's.
         **family_kwargs: the family's own options, e.g. ``stem="cifar"`` for ResNets.
 
     Returns:
@@ -109,7 +107,11 @@ def build_backbone(
     entry = get_entry(name)
     _check_options(entry, family_kwargs)
     weights = read_pretrained(entry.name, entry.weights, pretrained) if config.wants_weights else None
-    model = _compose(entry, config, family_kwargs)
+    return _load(_compose(entry, config, family_kwargs), weights)
+
+
+def _load(model: Encoder, weights: Optional[PretrainedWeights]) -> Encoder:
+    """``model`` with ``weights`` loaded and their preprocessing noted (as it is without weights)."""
     if weights is not None:
         report = load_weights(model, weights.state, source=weights.source)
         if weights.preprocess is not None:

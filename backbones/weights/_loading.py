@@ -209,6 +209,15 @@ def copy_atomically(model: nn.Module, to_load: Mapping[str, Tensor], source: str
         raise RuntimeError(f"unexpected keys after validation: {result.unexpected_keys}")
 
 
+def _nothing_matches(model: Encoder, keys: List[str], own: List[str], source: str) -> WeightsMismatchError:
+    backbone = model.stage_backbone()
+    hint = backbone.mismatch_hint([], keys, [])
+    return WeightsMismatchError(
+        f"no tensor of {source} matches a parameter of {type(backbone).__name__}: the file has keys like "
+        f"{key_list(keys[:5])}; the model expects keys like {key_list(own[:5])}" + (f"\n  hint: {hint}" if hint else "")
+    )
+
+
 def load_weights(
     model: Encoder,
     checkpoint: Union[str, os.PathLike, Mapping[str, Tensor]],
@@ -244,12 +253,7 @@ def load_weights(
     reference = set(own) | {model.key_prefix + key for key in backbone.unbuilt_keys()}
     prefix, score = _find_prefix(model, list(state), reference)
     if score == 0:
-        hint = backbone.mismatch_hint([], list(state), [])
-        raise WeightsMismatchError(
-            f"no tensor of {source} matches a parameter of {type(backbone).__name__}: the file has keys like "
-            f"{key_list(list(state)[:5])}; the model expects keys like {key_list(list(own)[:5])}"
-            + (f"\n  hint: {hint}" if hint else "")
-        )
+        raise _nothing_matches(model, list(state), list(own), source)
     report = LoadReport(source=source, prefix=prefix)
     first_conv = model.key_prefix + backbone.input_conv() + ".weight"
     plan = _plan(own, _map_keys(model, state, prefix, report), report, first_conv, reference)

@@ -81,6 +81,42 @@ def _pair(value: Any) -> Pair:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
+class _Recorder:
+    """The hooks of :func:`trace_layers` and what they record, for an input of ``size``."""
+
+    def __init__(self, body: nn.Module, level_strides: Sequence[int], size: Pair) -> None:
+        self.names = {id(module): name for name, module in body.named_modules()}
+        self.level_strides, self.size = level_strides, size
+        self.found: Dict[int, List[Downsampler]] = {}
+        self.convs: Dict[int, Tuple[str, ConvLike, int]] = {}
+        self.upsamplers: Dict[int, Tuple[nn.Upsample, int, int]] = {}
+        self.calls: Dict[int, Tuple[str, nn.Module]] = {}
+
+    def pre_hook(self, module: nn.Module, inputs: Tuple) -> None:
+        self.calls.setdefault(id(module), (self.names[id(module)], module))
+
+    def hook(self, module: nn.Module, inputs: Tuple, output: object) -> None:
+        merging = _is_patch_merging(module)
+        if (any(True for _ in module.children()) and not merging) or isinstance(module, nn.Linear):
+            return  # a Linear on an NHWC map changes channels, not the grid
+        if not inputs or not isinstance(inputs[0], Tensor) or not isinstance(output, Tensor):
+            return
+        if inputs[0].dim() != 4 or output.dim() != 4:
+            return
+        grid = slice(1, 3) if merging else slice(2, 4)  # Swin's patch merging works on [N, H, W, C]
+        (h_in, w_in), (h_out, w_out) = inputs[0].shape[grid], output.shape[grid]
+        stride_in = self.size[0] // h_in
+        if _is_conv(module) and h_in and id(module) not in self.convs:
+            self.convs[id(module)] = (self.names[id(module)], module, stride_in)
+        if isinstance(module, nn.Upsample) and h_out and id(module) not in self.upsamplers:
+            self.upsamplers[id(module)] = (module, stride_in, self.size[0] // h_out)
+        if h_out >= h_in and w_out >= w_in:
+            return
+        level = sum(1 for s in self.level_strides if s <= stride_in)
+        factor = (max(h_in // max(h_out, 1), 1), max(w_in // max(w_out, 1), 1))
+        self.found.setdefault(level, []).append((self.names[id(module)], module, factor))
+
+
 def trace_layers(
     body: nn.Module, in_channels: int, level_strides: Sequence[int], size: Optional[Pair] = None
 ) -> LayerTrace:
@@ -94,44 +130,16 @@ def trace_layers(
     """
     deepest = max(level_strides)
     size = size or (4 * deepest, 6 * deepest)
-    names = {id(module): name for name, module in body.named_modules()}
-    found: Dict[int, List[Downsampler]] = {}
-    convs: Dict[int, Tuple[str, nn.Module, int]] = {}
-    upsamplers: Dict[int, Tuple[nn.Upsample, int, int]] = {}
-    calls: Dict[int, Tuple[str, nn.Module]] = {}
-
-    def hook(module: nn.Module, inputs: Tuple, output: object) -> None:
-        merging = _is_patch_merging(module)
-        if (any(True for _ in module.children()) and not merging) or isinstance(module, nn.Linear):
-            return  # a Linear on an NHWC map changes channels, not the grid
-        if not inputs or not isinstance(inputs[0], Tensor) or not isinstance(output, Tensor):
-            return
-        if inputs[0].dim() != 4 or output.dim() != 4:
-            return
-        grid = slice(1, 3) if merging else slice(2, 4)  # Swin's patch merging works on [N, H, W, C]
-        (h_in, w_in), (h_out, w_out) = inputs[0].shape[grid], output.shape[grid]
-        stride_in = size[0] // h_in
-        if _is_conv(module) and h_in and id(module) not in convs:
-            convs[id(module)] = (names[id(module)], module, stride_in)
-        if isinstance(module, nn.Upsample) and h_out and id(module) not in upsamplers:
-            upsamplers[id(module)] = (module, stride_in, size[0] // h_out)
-        if h_out >= h_in and w_out >= w_in:
-            return
-        level = sum(1 for s in level_strides if s <= stride_in)
-        factor = (max(h_in // max(h_out, 1), 1), max(w_in // max(w_out, 1), 1))
-        found.setdefault(level, []).append((names[id(module)], module, factor))
-
-    def pre_hook(module: nn.Module, inputs: Tuple) -> None:
-        calls.setdefault(id(module), (names[id(module)], module))
-
-    handles = [module.register_forward_hook(hook) for module in body.modules()]
-    handles += [module.register_forward_pre_hook(pre_hook) for module in body.modules()]
+    recorder = _Recorder(body, level_strides, size)
+    handles = [module.register_forward_hook(recorder.hook) for module in body.modules()]
+    handles += [module.register_forward_pre_hook(recorder.pre_hook) for module in body.modules()]
     try:
         meta_call(body.eval(), "forward", torch.empty(1, in_channels, *size, device="meta"))
     finally:
         for handle in handles:
             handle.remove()
-    return LayerTrace(found, list(convs.values()), list(calls.values()), list(upsamplers.values()))
+    found, convs, upsamplers = recorder.found, list(recorder.convs.values()), list(recorder.upsamplers.values())
+    return LayerTrace(found, convs, list(recorder.calls.values()), upsamplers)
 
 
 def stride_after(stride: int, native: Sequence[int], strides: Sequence[Pair]) -> Pair:
