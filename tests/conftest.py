@@ -3,6 +3,7 @@ import os
 
 import pytest
 import torch
+from hypothesis import Phase, settings
 
 from backbones import build_backbone, build_on_meta, list_backbones
 
@@ -89,3 +90,7 @@ def cells_at(mask: torch.Tensor, stride) -> torch.Tensor:
     uses): ``[N, H, W]`` or ``[N, 1, H, W]`` -> the same layout on the ``ceil(H/sh) x ceil(W/sw)`` grid."""
     rows, columns = torch.arange(0, mask.shape[-2], stride[0]), torch.arange(0, mask.shape[-1], stride[1])
     return mask.index_select(mask.dim() - 2, rows).index_select(mask.dim() - 1, columns)
+
+
+# the mutation run (pyproject's [tool.mutmut]): a failing example is enough; shrinking would run into the timeout
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], deadline=None)

@@ -6,8 +6,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import backbones.core._layers as layers
-from backbones.core import CeilPool2d, ceil_avg_pool2d, ceil_max_pool2d, padded_avg_pool2d, padded_max_pool2d
+import backbones.core._pooling as pooling
+from backbones.core import (
+    CeilPool2d,
+    ceil_avg_pool2d,
+    ceil_max_pool2d,
+    ceil_pool,
+    padded_avg_pool2d,
+    padded_max_pool2d,
+)
 
 STRIDES = [(2, 2), (2, 1), (1, 2), (3, 3), (4, 3)]
 
@@ -27,11 +34,11 @@ def reference_pool(x: torch.Tensor, stride, mode: str) -> torch.Tensor:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 23), st.integers(1, 23), st.sampled_from(STRIDES), st.booleans())
-def test_every_ceil_pooling_form_equals_the_reference(h, w, stride, negative):
+@given(st.integers(1, 23), st.integers(1, 23), st.sampled_from(STRIDES), st.booleans(), st.integers(1, 3))
+def test_every_ceil_pooling_form_equals_the_reference(h, w, stride, negative, batch):
     """Eager (PyTorch's ceil mode), the padded form and the module give the reference's numbers; on negative inputs
     the -inf padding of the max must never win."""
-    x = torch.randn(2, 3, h, w, dtype=torch.float64)
+    x = torch.randn(batch, 3, h, w, dtype=torch.float64)
     x = -x.abs() - 1 if negative else x
     for mode, forms in (("max", (ceil_max_pool2d, padded_max_pool2d)), ("avg", (ceil_avg_pool2d, padded_avg_pool2d))):
         expected = reference_pool(x, stride, mode)
@@ -46,7 +53,7 @@ def test_export_with_dynamic_sizes_needs_the_padded_form(padded_form, monkeypatc
     gives the reference's numbers at sizes it never saw; PyTorch's ceil-mode kernel (what the layer would trace
     without that form) is refused with a constraint violation."""
     if not padded_form:
-        monkeypatch.setattr(layers, "_tracing", lambda: False)
+        monkeypatch.setattr(pooling, "_tracing", lambda: False)
     dims = {2: torch.export.Dim("H", min=33, max=512), 3: torch.export.Dim("W", min=33, max=512)}
     for mode in ("max", "avg"):
         module = CeilPool2d((2, 3), mode)
@@ -58,3 +65,16 @@ def test_export_with_dynamic_sizes_needs_the_padded_form(padded_form, monkeypatc
         for size in [(33, 34), (61, 101), (128, 77)]:
             x = torch.randn(2, 2, *size)
             torch.testing.assert_close(program(x), reference_pool(x, (2, 3), mode), rtol=1e-6, atol=1e-6)
+
+
+def test_the_pooling_module_and_its_factory():
+    """CeilPool2d pools by max unless told otherwise; ceil_pool gives nothing to do for (1, 1) only."""
+    x = torch.randn(1, 2, 7, 9)
+    assert torch.equal(CeilPool2d((2, 3))(x), reference_pool(x, (2, 3), "max"))
+    assert repr(CeilPool2d((2, 3), "avg")) == "CeilPool2d(stride=(2, 3), mode='avg')"
+    with pytest.raises(ValueError, match="mode must be one of max, avg, got 'sum'"):
+        CeilPool2d((2, 2), "sum")
+    assert isinstance(ceil_pool((1, 1), "max"), torch.nn.Identity)
+    for stride in ((1, 2), (2, 1), (2, 2)):
+        pool = ceil_pool(stride, "avg")
+        assert isinstance(pool, CeilPool2d) and pool.mode == "avg" and pool.stride == list(stride)

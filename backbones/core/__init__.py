@@ -30,26 +30,15 @@ from ._contract import (
 )
 from ._encoder import Encoder, MaskedEncoderBase
 from ._fusion import Reparameterizable
-from ._layers import (
-    ADAPTER_KINDS,
-    CeilPool2d,
-    Projection,
-    ceil_avg_pool2d,
-    ceil_max_pool2d,
-    ceil_pool,
-    dilate_3x3_convs,
-    init_conv_weights,
-    padded_avg_pool2d,
-    padded_max_pool2d,
-    stride_of,
-)
+from ._layers import ADAPTER_KINDS, Projection, dilate_3x3_convs, init_conv_weights, stride_of
 from ._meta_device import count_flops, eval_mode, is_meta, meta_call
+from ._pooling import CeilPool2d, ceil_avg_pool2d, ceil_max_pool2d, ceil_pool, padded_avg_pool2d, padded_max_pool2d
 from ._pyramid import FeaturePyramid
 from ._records import LoadReport, Preprocess, key_list
 from ._sequential import SequentialBackbone
 from ._strides import StagePlan, StridePlan, allowed_output_strides, plan_strides
 from ._timm_compat import TimmClasses, pads_at_run_time, timm_classes
-from ._validate import check_bool, check_choice, check_float, check_int, check_ints, check_pair
+from ._validate import check_bool, check_choice, check_float, check_int, check_ints, check_pair, check_sizes
 
 __all__ = [
     "ADAPTER_KINDS",
@@ -90,6 +79,7 @@ __all__ = [
     "check_ints",
     "check_mask",
     "check_pair",
+    "check_sizes",
     "count_flops",
     "crop_to_ceil_grid",
     "dilate_3x3_convs",

@@ -304,7 +304,11 @@ class Backbone(Encoder):
         ``mask``: an optional padding mask of ``x`` (bool ``[N, H, W]``, True = padding, or float ``[N, 1, H, W]``,
         1 = valid); where ``attends_to_mask``, attention ignores the padded positions.
         """
-        stages = self.stage_outputs(x, mask)
+        return self.output_from(self.stage_outputs(x, mask))
+
+    def output_from(self, stages: List[Tensor]) -> Tensor:
+        """The output for the stage outputs of one input (:meth:`stage_outputs`): the deepest wanted stage through
+        the dropout and the adapter (wrappers that also hand on the stages call this instead of ``forward``)."""
         return self.adapters[0](self.dropout(stages[self.output_index]))
 
     def forward_outputs(self, x: Tensor, mask: Optional[Tensor] = None) -> List[Tensor]:

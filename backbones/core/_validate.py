@@ -11,9 +11,9 @@ Each returns the value (normalised where it says so) or raises a ``TypeError`` (
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, TypeVar
+from typing import List, Optional, Sequence, Tuple, TypeVar
 
-__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_ints", "check_pair"]
+__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_ints", "check_pair", "check_sizes"]
 
 T = TypeVar("T")
 
@@ -72,6 +72,13 @@ def check_ints(value: object, name: str, minimum: int = 1) -> Tuple[int, ...]:
     if not value or min(value) < minimum:
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return tuple(value)
+
+
+def check_sizes(value: object, name: str) -> List[Tuple[int, int]]:
+    """A non-empty sequence of ``(H, W)`` sizes (each an int or a pair of ints >= 1), as a list of pairs."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        raise ValueError(f"{name} must be a non-empty list of (H, W) pairs, got {value!r}")
+    return [check_pair(size, f"each of {name}") for size in value]
 
 
 def check_choice(value: T, name: str, choices: Sequence[T]) -> T:

@@ -30,6 +30,7 @@ from ..core import (
     check_input_size,
     check_int,
     check_pair,
+    check_sizes,
     eval_mode,
 )
 
@@ -223,13 +224,9 @@ def _session(path: object, encoder: Encoder, masked: bool, threads: int):  # -> 
 
 def _checked_sizes(sizes: object, session: Any, encoder: Encoder, batch: object) -> List[Tuple[int, int]]:
     check_int(batch, "batch", 1)
-    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes:
-        raise ValueError(f"sizes must be a non-empty list of (H, W) pairs, got {sizes!r}")
-    checked = []
-    for size in sizes:
-        pair = check_pair(size, "each of sizes")
-        check_input_size(pair[0], pair[1], encoder.input_limits)
-        checked.append(pair)
+    checked = check_sizes(sizes, "sizes")
+    for height, width in checked:
+        check_input_size(height, width, encoder.input_limits)
     fixed = session.get_inputs()[0].shape
     for h, w in checked:
         other_size = isinstance(fixed[2], int) and (h, w) != (fixed[2], fixed[3])

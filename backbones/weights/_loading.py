@@ -16,7 +16,7 @@ import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -272,20 +272,21 @@ def load_weights(
 def load_outside(
     model: nn.Module,
     checkpoint: Union[str, os.PathLike, Mapping[str, Tensor]],
-    path: str,
+    paths: Union[str, Sequence[str]],
     *,
     source: Optional[str] = None,
 ) -> LoadReport:
-    """Load a whole-model checkpoint into ``model`` except the tensors under ``path`` (a swapped encoder's): every
-    other tensor of ``model`` must be in it with its shape (strict), the checkpoint's tensors under ``path`` are
-    listed as ``dropped``, and a failure leaves the model bit-identical. The prefix under which the checkpoint holds
-    the model (Lightning's attribute, ``model.``, ``module.``) is found by matching the model's own keys.
+    """Load a whole-model checkpoint into ``model`` except the tensors under ``paths`` (a swapped encoder's, under
+    every name the model holds it): every other tensor of ``model`` must be in it with its shape (strict), the
+    checkpoint's tensors under ``paths`` are listed as ``dropped``, and a failure leaves the model bit-identical. The
+    prefix under which the checkpoint holds the model (Lightning's attribute, ``model.``, ``module.``) is found by
+    matching the model's own keys.
 
     Raises:
         WeightsMismatchError: missing, unexpected, mis-shaped or unusable tensors, listed by name.
     """
     state, source = _checked_state(checkpoint, source)
-    inside = f"{path}."
+    inside = tuple(f"{path}." for path in ([paths] if isinstance(paths, str) else paths))
     rest = {key: value for key, value in model.state_dict().items() if not key.startswith(inside)}
     prefix, score = _best_prefix(list(state), lambda key: key in rest or key.startswith(inside))
     if score == 0:
@@ -307,8 +308,9 @@ def load_outside(
     problems = plan.problems()
     if problems:
         where = f" under the prefix {prefix!r}" if prefix else ""
+        outside = ", ".join(path[:-1] for path in inside)
         raise WeightsMismatchError(
-            f"checkpoint {source} does not fit {type(model).__name__} outside {path}{where} (the model is "
+            f"checkpoint {source} does not fit {type(model).__name__} outside {outside}{where} (the model is "
             f"unchanged):\n  " + "\n  ".join(problems)
         )
     copy_atomically(model, plan.to_load, source)
