@@ -87,3 +87,12 @@ def test_meta_shapes_script(capsys):
     assert all(
         row[key] > 0 for row in rows for key in ("shortcut ms", "decompositions ms", "decompositions / shortcut")
     )
+
+
+def test_swap_cost_script(capsys):
+    rows = json.loads(_main(capsys, "swap_cost.py", "--repeats", "1", "--targets", "resnet18", "--quick", "--json"))
+    assert [row["old encoder"].split(",")[0] for row in rows] == [
+        "CoMER-sized DenseNet-B",
+        "PARSeq-sized ViT-S at 32x128",
+    ]
+    assert all(row["swap ms"] > 0 and row["swap / build"] > 0 for row in rows)

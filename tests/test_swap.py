@@ -160,7 +160,7 @@ def test_a_masked_encoder_is_swapped_and_the_whole_model_trains(target):
     report = swap(model, "encoder.model", target, sizes=SIZES)
     new = model.encoder.model
     assert isinstance(new, MaskedEncoder) and new.encoder.in_channels == 1 and new.out_channels == 9
-    assert report.old.call == report.new.call == "(x, mask) -> (feature, mask)" and report.changes == []
+    assert report.old.call == report.new.call == "(x, mask) -> ([N, C, h, w], mask)" and report.changes == []
     images, pad = _padded([(37, 101), (64, 80)])
     logits, mask = model(images, pad)
     assert torch.equal(mask, padding_on_grid([(37, 101), (64, 80)], (4, 7), (16, 16)))
@@ -207,7 +207,7 @@ def test_a_pyramid_encoder_becomes_a_feature_pyramid(target):
     report = swap(model, "body", target, sizes=[(64, 96), (77, 131)])
     pyramid = model.body
     assert isinstance(pyramid, FeaturePyramid) and pyramid.output_stride == ((8, 8), (16, 16), (32, 32))
-    assert pyramid.out_channels == (8, 16, 32) and report.old.call == report.new.call == "(x) -> list of 3 maps"
+    assert pyramid.out_channels == (8, 16, 32) and report.old.call == report.new.call == "(x) -> 3 maps"
     out = model(torch.randn(2, 3, 70, 90))
     _backward_reaches(model, pyramid, out.square().mean())
 
@@ -321,7 +321,8 @@ def test_the_mask_layout_is_found_by_what_the_module_takes_and_returns():
         (lambda m: swap(m, "decoder", "resnet18", sizes=SIZES), ValueError,
          "decoder has no Conv2d to read its input channels from; pass example=torch.zeros(...)"),
         (lambda m: swap(m, "decoder", "resnet18", example=torch.zeros(1, 3, 8, 8)), ValueError,
-         "it cannot be called at any probe size ((x) -> ... at 8x8: RuntimeError: mat1 and mat2 shapes cannot be"),
+         "decoder: it cannot be called at any probe size: what each size gave: (x) at 8x8: RuntimeError: mat1 and "
+         "mat2 shapes cannot be"),
     ],
 )  # fmt: skip
 def test_every_error_names_the_problem_and_changes_nothing(call, error, message):

@@ -78,6 +78,7 @@ def _swap(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--kwargs", default="", metavar="JSON", help="keyword arguments of the callable, a JSON object")
     p.add_argument("--input", type=shape, metavar="NxCxHxW", help="the input the encoder is used with")
     p.add_argument("--allow-grid-change", action="store_true", help="accept a new grid where the old is not ceil")
+    p.add_argument("--grid", type=pair_or_int, metavar="HxW", help="the token grid where the probes cannot tell it")
     p.set_defaults(run=cmd_swap)
 
 

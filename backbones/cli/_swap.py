@@ -8,14 +8,13 @@ import importlib.util
 import inspect
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import torch
 from torch import nn
 
-from ..swapping import gflops_text, match_encoder, old_side, probe_contract, resolve_path
+from ..swapping import EncoderContract, gflops_text, grid_text, match_encoder, old_side, probe_contract, resolve_path
 from ._common import UsageError
 
 __all__ = ["cmd_swap", "load_target"]
@@ -75,39 +74,42 @@ def _example(module: nn.Module, shape: Tuple[int, ...]) -> Any:
     return (x, torch.zeros(shape[0], *shape[2:], dtype=torch.bool)) if len(required) >= 2 else x
 
 
-def _candidate(model: nn.Module, old: nn.Module, contract: Any, spec: str, allow: bool) -> Dict[str, Any]:
+def _candidate(model: nn.Module, old: nn.Module, contract: EncoderContract, spec: str, allow: bool) -> Dict[str, Any]:
     try:
-        report, _ = match_encoder(model, old, contract, spec, allow, True, {})
+        report, _ = match_encoder(model, old, contract, spec, (allow, True, {}))
     except (KeyError, TypeError, ValueError) as error:
         return {"spec": spec, "fits": False, "reason": str(error.args[0] if isinstance(error, KeyError) else error)}
-    return {"spec": spec, "fits": True, "reason": "", "new": report.to_dict()["new"], "changes": report.changes}
+    size = grid_text(report.new.reference_size)
+    grid = report.new.grids.get(size, "-")
+    return {"spec": spec, "fits": True, "reason": "", "new": report.to_dict()["new"], "changes": report.changes,
+            "arrangement": report.arrangement, "grid": {size: grid}}  # fmt: skip
 
 
 def cmd_swap(args: argparse.Namespace) -> int:
     model = load_target(args.target, args.kwargs)
     try:
-        _, _, old, full_path = resolve_path(model, args.at)
+        old, full_path = resolve_path(model, args.at)
         example = _example(old, args.input) if args.input else None
-        contract = probe_contract(old, full_path, example=example)
+        contract = probe_contract(old, full_path, example=example, grid=args.grid)
     except (TypeError, ValueError) as error:
         raise UsageError(f"--at {args.at}: {error}") from None
     current = old_side(old, contract)
     rows = [_candidate(model, old, contract, spec, args.allow_grid_change) for spec in args.to]
     ok = all(row["fits"] for row in rows)
     if args.json:
-        encoder = {**asdict(current), "out_channels": list(current.out_channels)}
+        encoder = {**current.to_dict(), "returns": contract.returns()}
         print(json.dumps({"target": args.target, "at": full_path, "encoder": encoder, "candidates": rows, "ok": ok},
                          indent=2))  # fmt: skip
         return 0 if ok else 1
-    _print(current, full_path, rows)
+    _print(current, contract, rows)
     return 0 if ok else 1
 
 
-def _print(old: Any, path: str, rows: List[Dict[str, Any]]) -> None:
-    print(f"{path}: {old.name}, {old.call}, mask {old.mask}")
+def _print(old: Any, contract: EncoderContract, rows: List[Dict[str, Any]]) -> None:
+    print(f"{contract.path}: {old.name}, {old.call}, mask {old.mask}")
     size = f"{old.reference_size[0]}x{old.reference_size[1]}"
     print(f"  in {old.in_channels}, out {', '.join(map(str, old.out_channels))}, stride {old.stride}, "
-          f"{old.params / 1e6:.2f} M params, {gflops_text(old.gflops)} GFLOPs @ {size}")  # fmt: skip
+          f"{old.params / 1e6:.2f} M params, {gflops_text(old.count())} GFLOPs @ {size}")  # fmt: skip
     for row in rows:
         if not row["fits"]:
             print(f"  {row['spec']}: does not fit: {row['reason']}")
@@ -115,6 +117,7 @@ def _print(old: Any, path: str, rows: List[Dict[str, Any]]) -> None:
         new, changes = row["new"], row["changes"]
         grid = f"grid changes at {len(changes)} sizes" if changes else "same grids and masks"
         cost = f"{new['params'] / 1e6:.2f} M params, {gflops_text(new['gflops'])} GFLOPs"
-        print(f"  {row['spec']}: fits as {new['name']}: {cost}; {grid}")
+        ((size, cells),) = row["grid"].items()
+        print(f"  {row['spec']}: fits as {new['name']}: {cost}; {grid}; {cells} at {size}, {row['arrangement']}")
     fits = sum(row["fits"] for row in rows)
     print(f"{'OK' if fits == len(rows) else 'NOT ALL FIT'}: {fits} of {len(rows)} candidates fit")

@@ -31,7 +31,7 @@ from ._contract import (
 from ._encoder import Encoder, MaskedEncoderBase
 from ._fusion import Reparameterizable
 from ._layers import ADAPTER_KINDS, Projection, dilate_3x3_convs, init_conv_weights, stride_of
-from ._meta_device import count_flops, eval_mode, is_meta, meta_call
+from ._meta_device import MetaCaller, count_flops, eval_mode, is_meta, meta_call
 from ._pooling import CeilPool2d, ceil_avg_pool2d, ceil_max_pool2d, ceil_pool, padded_avg_pool2d, padded_max_pool2d
 from ._pyramid import FeaturePyramid
 from ._records import LoadReport, Preprocess, key_list
@@ -54,6 +54,7 @@ __all__ = [
     "InputLimits",
     "LoadReport",
     "MaskedEncoderBase",
+    "MetaCaller",
     "Pair",
     "PairLike",
     "Preprocess",

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "eval_mode", "is_meta", "meta_call"]
+__all__ = ["MetaCaller", "count_flops", "eval_mode", "is_meta", "meta_call"]
 
 
 class _Call(nn.Module):
@@ -108,15 +108,28 @@ class _ShapeOnlyOps(TorchFunctionMode):
         return func(*args, **kwargs) if out is None else out
 
 
+class MetaCaller:
+    """``module``'s methods called with meta stand-ins for its weights, prepared once for many calls (a probe calls
+    one module at several sizes): see :func:`meta_call`."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.stand_ins: Optional[Dict[str, Tensor]] = None
+        if not is_meta(module):
+            named = chain(module.named_parameters(remove_duplicate=False), module.named_buffers(remove_duplicate=False))
+            self.stand_ins = {f"module.{name}": torch.empty_like(t, device="meta") for name, t in named}
+
+    def __call__(self, method: str, *args: Any) -> Any:
+        with torch.no_grad(), _ShapeOnlyOps():
+            if self.stand_ins is None:
+                return getattr(self.module, method)(*args)
+            return torch.func.functional_call(_Call(self.module, method), self.stand_ins, args, tie_weights=False)
+
+
 def meta_call(module: nn.Module, method: str, *args: Any) -> Any:
     """``module.<method>(*args)`` under ``torch.no_grad`` with every parameter and buffer replaced by a
     meta tensor of its shape (``args`` are meta tensors): shapes only, no weight is copied or touched."""
-    with torch.no_grad(), _ShapeOnlyOps():
-        if is_meta(module):
-            return getattr(module, method)(*args)
-        named = chain(module.named_parameters(remove_duplicate=False), module.named_buffers(remove_duplicate=False))
-        stand_ins = {f"module.{name}": torch.empty_like(t, device="meta") for name, t in named}
-        return torch.func.functional_call(_Call(module, method), stand_ins, args, tie_weights=False)
+    return MetaCaller(module)(method, *args)
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
