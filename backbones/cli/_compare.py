@@ -13,7 +13,8 @@ from ..registry import format_spec, parse_spec
 from ._common import Size, UsageError, build_spec, stride_text, table
 from ._images import image_sizes
 
-DEFAULT_SIZES = [(54, 46), (128, 316), (311, 1734), (97, 401), (16, 16), (255, 1023)]
+COMPARE_SIZES = [(54, 46), (128, 316), (311, 1734), (97, 401), (16, 16), (255, 1023)]
+"""What `compare` checks without --sizes or --images: formula-like sizes, a tiny and a wide one."""
 
 
 def _channels_hint(reference: Dict[str, Any], candidate: Dict[str, Any]) -> str:
@@ -42,7 +43,7 @@ def _verify_sample(sizes: List[Size], limit: int) -> List[Size]:
 def _sizes(args: argparse.Namespace) -> Tuple[List[Size], List[Size]]:
     """Every size found (with repeats) and the distinct ones, from ``--images`` or ``--sizes``."""
     if not args.images:
-        found = args.sizes or DEFAULT_SIZES
+        found = args.sizes or COMPARE_SIZES
         return found, list(dict.fromkeys(found))
     try:
         found = image_sizes(args.images)
