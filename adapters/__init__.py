@@ -1,8 +1,9 @@
 """Downstream helpers, installed as ``backbones.adapters``: a masked encoder, sequences, positions, and a feature
-pyramid as a torchvision detection backbone.
+pyramid as a torchvision detection backbone; ``backbones.adapters.hf`` (Hugging Face transformers) and
+``backbones.adapters.smp`` (segmentation_models_pytorch) are imported on their own, each with its extra.
 
 This package may import ``backbones``; the core never imports it. The 1x1 projection that
-``out_channels=`` attaches is the core's :class:`backbones.Projection`.
+``out_channels=`` attaches is the core's ``backbones.core.Projection``.
 """
 
 from .detection import FPNBackbone, with_fpn

@@ -63,6 +63,14 @@ class FPNBackbone(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        """The FPN's maps.
+
+        Args:
+            x: ``[N, C, H, W]``.
+
+        Returns:
+            ``{"0": [N, out_channels, h0, w0], "1": ..., "pool": ...}``, finest first.
+        """
         features = self.body(x)
         return self.fpn(OrderedDict((str(i), feature) for i, feature in enumerate(features)))
 
@@ -83,5 +91,8 @@ def with_fpn(
         out_channels: channels of every FPN map.
         extra_blocks: torchvision's ``ExtraFPNBlock`` (default ``LastLevelMaxPool``).
         norm_layer: a norm for the FPN's convs (torchvision's default: none).
+
+    Returns:
+        The backbone, ``forward(x) -> OrderedDict`` of maps, with ``out_channels``.
     """
     return FPNBackbone(pyramid, out_channels, extra_blocks, norm_layer)

@@ -15,9 +15,10 @@ Importing this module registers :class:`BackbonesConfig` (``model_type = "backbo
 
 from __future__ import annotations
 
+import re
 import sys
 from types import FrameType
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 try:
     from transformers import AutoBackbone, AutoConfig, PreTrainedConfig, PreTrainedModel
@@ -36,18 +37,41 @@ from backbones.registry import parse_spec
 __all__ = ["BackbonesBackbone", "BackbonesConfig", "backbone_config"]
 
 _NOT_OPTIONS = ("out_indices", "out_features")
+LINE_HEIGHT = 48
+"""The line height of the PP-OCR recognisers' inputs."""
 _FEATURE_MAP_CONSUMERS = "UperNet, DETR, RT-DETR, Mask2Former, the PP-OCR recognisers and detectors"
 
 
-def _consumer() -> str:
-    """The transformers model whose code reads an attribute: the nearest caller under ``transformers.models``."""
+def _consumer_module() -> str:
+    """The module of the transformers model whose code is running: the nearest caller under ``transformers.models``
+    (``AutoBackbone``'s own module skipped), or ``""``."""
     frame: Optional[FrameType] = sys._getframe(1)
     while frame is not None:
         module = str(frame.f_globals.get("__name__", ""))
-        if module.startswith("transformers.models."):
-            return f"{module.split('.')[2]} ({module})"
+        if module.startswith("transformers.models.") and not module.startswith("transformers.models.auto."):
+            return module
         frame = frame.f_back
-    return "a transformers model"
+    return ""
+
+
+def _consumer() -> str:
+    """The consumer as the errors name it: ``dpt (transformers.models.dpt.modeling_dpt)``."""
+    module = _consumer_module()
+    return f"{module.split('.')[2]} ({module})" if module else "a transformers model"
+
+
+def _check_line_recogniser(spec: str, stride: Tuple[int, int]) -> None:
+    """The PP-OCR recognisers pool ``feature_maps[-1]`` by (3, 2) and squeeze its height: their 48-pixel lines
+    need 3 to 5 rows (a height stride of 16)."""
+    module = _consumer_module()
+    rows = -(-LINE_HEIGHT // stride[0])
+    if re.search(r"\.pp_ocrv\d+_\w+_rec\.", module) and not 3 <= rows <= 5:
+        raise ValueError(
+            f"{_consumer()} pools feature_maps[-1] by (3, 2) and squeezes its height, so its {LINE_HEIGHT}-pixel "
+            f"lines need a last map of 3 to 5 rows (height stride 16); {spec!r} gives height stride {stride[0]} "
+            f"({rows} rows): use output_stride=(16, 4) with a family whose height stride reaches 16 (ResNets, "
+            f"DenseNets, pplcnetv3_rec, pphgnetv2_b4_rec, timm CNNs; strides are removed, never added)"
+        )
 
 
 def _vit_only(attribute: str) -> property:
@@ -61,7 +85,7 @@ def _vit_only(attribute: str) -> property:
             f"consumer reads feature_maps and .channels ({_FEATURE_MAP_CONSUMERS})"
         )
 
-    return property(read)
+    return property(read, doc=f"Raises ``AttributeError``: ``{attribute}`` belongs to ViT backbones.")
 
 
 def _jsonable(value: Any) -> Any:
@@ -134,7 +158,15 @@ class BackbonesBackbone(BackboneMixin, PreTrainedModel):
     """``build_backbone(config.spec, out_indices=config.out_indices, **config.build_options)`` as an ``AutoBackbone``:
     ``forward(pixel_values [N, C, H, W]) -> BackboneOutput(feature_maps=(one [N, C_i, ceil(H/s_i), ceil(W/s_i)] per
     out index))``. Its weights are the library's (``encoder.`` + the pyramid's keys); ``pretrained`` in the build
-    options loads them when it is built, and ``post_init`` leaves them as they are."""
+    options loads them when it is built, and ``post_init`` leaves them as they are.
+
+    Args:
+        config: the :class:`BackbonesConfig`.
+
+    Raises:
+        ValueError: built for a PP-OCR recogniser with a last map that does not give its heads 3 to 5 rows at 48
+            pixels (the message names the recogniser and the stride it needs).
+    """
 
     config_class = BackbonesConfig
     main_input_name = "pixel_values"
@@ -145,6 +177,7 @@ class BackbonesBackbone(BackboneMixin, PreTrainedModel):
         super().__init__(config)
         options = _built_options(config.build_options or {})
         self.encoder: FeaturePyramid = build_backbone(config.spec, out_indices=tuple(config.out_indices), **options)
+        _check_line_recogniser(config.spec, self.encoder.output_info[-1].stride)
         self.num_features = list(config.stage_channels)
         self.post_init()
 
@@ -159,7 +192,19 @@ class BackbonesBackbone(BackboneMixin, PreTrainedModel):
         return_dict: Optional[bool] = None,
         **kwargs: Any,
     ) -> Any:
-        """``BackboneOutput(feature_maps, hidden_states, attentions=None)`` (a tuple with ``return_dict=False``)."""
+        """The feature maps of ``out_indices``, as transformers' backbones give them.
+
+        Args:
+            pixel_values: ``[N, C, H, W]``.
+            output_hidden_states: also return every built stage's map (default: the config's).
+            output_attentions: ignored (no attention maps).
+            return_dict: a ``BackboneOutput`` (default: the config's) or a tuple.
+            **kwargs: what consumers pass on (ignored).
+
+        Returns:
+            ``BackboneOutput(feature_maps=(one [N, C_i, ceil(H/s_i), ceil(W/s_i)] per out index), hidden_states,
+            attentions=None)``, or its tuple.
+        """
         backbone = self.encoder.backbone
         stages = backbone.stage_outputs(pixel_values)
         maps = tuple(
@@ -184,6 +229,9 @@ def backbone_config(spec: str, *, out_indices: Optional[Sequence[int]] = None, *
         out_indices: the stages to output (0 = ``stem``); ``None``: the last stage.
         **build_options: any ``build_backbone`` option (``output_stride``, ``strides``, ``dilate``, ``in_channels``,
             ``frozen_stages``, ``norm_eval``, ``pretrained``, ``out_channels`` for 1x1 adapters, family options).
+
+    Returns:
+        The config, for a consumer's ``backbone_config=`` or ``AutoBackbone.from_config``.
 
     Raises:
         KeyError, TypeError, ValueError: what ``build_backbone`` says of the spec and options (checked here, on the

@@ -28,6 +28,12 @@ def valid_mask(mask: Tensor) -> Tensor:
     Args:
         mask: ``[N, h, w]`` bool/long with True/1 = padding (BTTR/CoMER), or ``[N, 1, h, w]`` float
             with 1 = valid (CAN/SAN).
+
+    Returns:
+        Bool ``[N, h, w]``, True = valid.
+
+    Raises:
+        TypeError, ValueError: ``mask`` is not one of those layouts.
     """
     if check_mask(mask).dim() == 3:
         return ~mask.bool()
@@ -37,9 +43,16 @@ def valid_mask(mask: Tensor) -> Tensor:
 def to_sequence(feature: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
     """``[N, C, h, w] -> [N, h*w, C]``, and the mask flattened in its own convention.
 
+    Args:
+        feature: ``[N, C, h, w]``.
+        mask: ``None``, or the feature's mask: bool ``[N, h, w]`` (True = padding) or float ``[N, 1, h, w]``.
+
     Returns:
         ``(sequence [N, h*w, C], mask [N, h*w] or None)``: a ``[N, h, w]`` mask stays True = padding
         (ready for ``key_padding_mask``); a ``[N, 1, h, w]`` float mask becomes ``[N, h*w]``, 1 = valid.
+
+    Raises:
+        TypeError, ValueError: ``feature`` is not ``[N, C, h, w]``, or ``mask`` does not match it.
     """
     _check_tensor(feature, "feature", "[N, C, h, w]", 4)
     sequence = rearrange(feature, "b c h w -> b (h w) c")
@@ -52,7 +65,19 @@ def to_sequence(feature: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor,
 
 
 def from_sequence(sequence: Tensor, height: int, width: int) -> Tensor:
-    """``[N, h*w, C] -> [N, C, h, w]``, the inverse of :func:`to_sequence`."""
+    """``[N, h*w, C] -> [N, C, h, w]``, the inverse of :func:`to_sequence`.
+
+    Args:
+        sequence: ``[N, h*w, C]``, row-major positions.
+        height: h.
+        width: w.
+
+    Returns:
+        ``[N, C, h, w]``.
+
+    Raises:
+        TypeError, ValueError: ``sequence`` is not ``[N, h*w, C]`` for these ``height`` and ``width``.
+    """
     _check_tensor(sequence, "sequence", "[N, h*w, C]", 3)
     check_int(height, "height", 1)
     check_int(width, "width", 1)
@@ -88,7 +113,15 @@ class SinePositionalEncoding2D(nn.Module):
         self.scale = check_float(scale, "scale", 0.0, math.inf, low_open=True)
 
     def forward(self, feature: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        """Encoding ``[N, channels, h, w]`` for ``feature [N, C, h, w]`` and its mask (see :func:`valid_mask`)."""
+        """The encoding of each position of ``feature``.
+
+        Args:
+            feature: ``[N, C, h, w]`` (only its shape and device are read).
+            mask: ``None`` (all valid) or its mask in either convention (see :func:`valid_mask`).
+
+        Returns:
+            ``[N, channels, h, w]``, float32.
+        """
         n, _, h, w = _check_tensor(feature, "feature", "[N, C, h, w]", 4).shape
         if mask is None:
             valid = torch.ones((n, h, w), dtype=torch.bool, device=feature.device)

@@ -134,7 +134,12 @@ class BackbonesEncoder(nn.Module, EncoderMixin):
 
     def set_in_channels(self, in_channels: int, pretrained: bool = True) -> None:
         """smp's input-channel change: rebuilt for ``in_channels``; loaded weights (smp's ``encoder_weights`` or this
-        library's ``pretrained``) come along, the first conv adapted."""
+        library's ``pretrained``) come along, the first conv adapted.
+
+        Args:
+            in_channels: the input's channels.
+            pretrained: whether loaded weights are carried (smp passes whether it loaded ``encoder_weights``).
+        """
         if in_channels == self._in_channels:
             return
         carried = self.pyramid.state_dict() if pretrained and "pretrained" not in self.build_options else None
@@ -142,7 +147,14 @@ class BackbonesEncoder(nn.Module, EncoderMixin):
         self._build(in_channels, carried)
 
     def make_dilated(self, output_stride: int) -> None:
-        """smp's dilation: the encoder was built at ``output_stride`` with ``dilate=True`` already."""
+        """smp's dilation: the encoder is rebuilt at ``output_stride`` with ``dilate=True``, its weights kept.
+
+        Args:
+            output_stride: 8 or 16.
+
+        Raises:
+            ValueError: another stride.
+        """
         if output_stride not in (8, 16):
             raise ValueError(f"Output stride should be 16 or 8, got {output_stride}.")
         if output_stride != self._output_stride:
@@ -151,7 +163,16 @@ class BackbonesEncoder(nn.Module, EncoderMixin):
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         """smp's ``encoder_weights``: a timm checkpoint of the whole model, loaded strictly through the library's key
-        layouts (this encoder's own keys load as usual)."""
+        layouts (this encoder's own keys load as usual).
+
+        Args:
+            state_dict: the checkpoint's tensors.
+            strict: for this encoder's own keys, as ``nn.Module.load_state_dict``; foreign layouts load strictly.
+            assign: as ``nn.Module.load_state_dict``.
+
+        Returns:
+            ``nn.Module.load_state_dict``'s result, or this library's load report for a foreign layout.
+        """
         if all(key.startswith("pyramid.") for key in state_dict):
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
         return load_weights(self.pyramid, state_dict)
@@ -164,6 +185,14 @@ class BackbonesEncoder(nn.Module, EncoderMixin):
         return x.new_empty(x.shape[0], 0, -(-x.shape[2] // 2), -(-x.shape[3] // 2))
 
     def forward(self, x: Tensor) -> List[Tensor]:
+        """smp's levels.
+
+        Args:
+            x: ``[N, C, H, W]``.
+
+        Returns:
+            ``[x, /2, /4, /8, /16, /32][: depth + 1]``, each ``[N, out_channels[i], ceil(H/s), ceil(W/s)]``.
+        """
         captured: List[Tensor] = []
         hook = None
         if self.half_module is not None and not self.half_from_stage and self._depth >= 1:
@@ -199,6 +228,9 @@ def smp_encoder(spec: str, **build_options: Any) -> str:
         spec: a registered name or ``timm:<model>`` (a ``NAME:key=value`` spec string is read too).
         **build_options: ``build_backbone`` options but those smp sets (``in_channels``, ``output_stride``: give them
             to the smp model), e.g. ``pretrained="IMAGENET1K_V2"``, ``frozen_stages``, ``norm_eval``, family options.
+
+    Returns:
+        The encoder name, ``"backbones:<spec>"``, for ``encoder_name=``.
 
     Raises:
         KeyError, TypeError, ValueError: an unknown name or option, an option smp owns, or a family without smp's

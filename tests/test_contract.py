@@ -1,4 +1,4 @@
-"""The shape contract (README, "The contract") on every registered backbone and configuration."""
+"""The shape contract (docs/contract.md) on every registered backbone and configuration."""
 
 import math
 

@@ -14,7 +14,7 @@ from backbones.deploy import check_onnx
 pytest.importorskip("onnxruntime")
 SIZES = [(37, 101), (129, 317), (45, 33)]  # unseen by the exporter (it traces at another size)
 
-# a plain resnet18's file is the README's Deploying example (tests/test_readme.py); a fused DenseNet's is
+# a plain resnet18's file is docs/deploying.md's example (tests/test_readme.py); a fused DenseNet's is
 # test_export_cli_exit_codes's
 CASES = {
     "densenet_hmer-pyramid": lambda: build_backbone(

@@ -91,8 +91,9 @@ def test_pp_ocrv5_recognisers_on_a_48x320_line(recogniser, spec, options):
     assert out.last_hidden_state.shape == (2, 40, 12)
 
 
-def test_a_consumer_built_on_a_vit_is_named_with_the_reason():
-    """DPT (without is_hybrid) reads backbone_config.patch_size and hidden_size, which only a ViT has."""
+def test_consumers_that_need_what_a_spec_cannot_give_are_named_with_the_reason():
+    """DPT (without is_hybrid) reads backbone_config.patch_size and hidden_size, which only a ViT has; the PP-OCR
+    recognisers need a height stride of 16, which SVTRv2 (8) cannot reach."""
     from transformers import DPTConfig, DPTForDepthEstimation
 
     model = DPTForDepthEstimation(DPTConfig(backbone_config=backbone_config("resnet18", out_indices=(1, 2, 3, 4))))
@@ -100,6 +101,11 @@ def test_a_consumer_built_on_a_vit_is_named_with_the_reason():
     with pytest.raises(AttributeError, match=message + r".*channels \[64, 128, 256, 512\]"):
         model.eval()(pixel_values=torch.randn(1, 3, 64, 64))
     assert getattr(backbone_config("resnet18"), "hidden_size", None) is None
+    from transformers import PPOCRV5MobileRecConfig, PPOCRV5MobileRecForTextRecognition
+
+    message = r"pp_ocrv5_mobile_rec \(.*\) pools feature_maps\[-1\] by \(3, 2\).*'svtrv2_tiny' gives height stride 8"
+    with pytest.raises(ValueError, match=message):
+        PPOCRV5MobileRecForTextRecognition(PPOCRV5MobileRecConfig(backbone_config=backbone_config("svtrv2_tiny")))
 
 
 def test_pretrained_weights_load_at_build_and_survive_the_consumers_initialisation(tmp_path):

@@ -1,4 +1,5 @@
-"""densenet_hmer as the README describes it (the WAP/BTTR/CoMER encoder), and the seeds' ResNet-50 swap against it."""
+"""densenet_hmer as docs/families.md describes it (the WAP/BTTR/CoMER encoder), and the seeds' ResNet-50 swap
+against it."""
 
 import math
 

@@ -80,7 +80,7 @@ def test_pplcnetv3_checkpoints_give_the_originals_body_and_its_eval_output(lcnet
         with torch.no_grad():
             close(encoder(x), lcnet.body(x))
     x = torch.randn(2, 3, 48, 320)
-    with torch.no_grad():  # the README's recipe: the original's eval output from the body
+    with torch.no_grad():  # docs/ocr.md's recipe: the original's eval output from the body
         close(F.avg_pool2d(encoder(x), [3, 2]), lcnet(x))
         assert lcnet(x).shape == (2, 480, 1, 40)
 

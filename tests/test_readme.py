@@ -1,4 +1,5 @@
-"""The READMEs cannot rot: every fenced block marked `runnable` runs, and every shell command uses the venv."""
+"""The READMEs and the documentation cannot rot: every fenced block marked `runnable` runs (Python blocks executed,
+shell blocks run with their exit codes checked), and every shell command uses the venv."""
 
 import re
 import shlex
@@ -11,7 +12,7 @@ import pytest
 from backbones.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-READMES = [ROOT / "README.md", *sorted((ROOT / "examples").glob("*/README.md"))]
+READMES = [ROOT / "README.md", *sorted((ROOT / "examples").glob("*/README.md")), *sorted((ROOT / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 

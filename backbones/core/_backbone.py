@@ -26,12 +26,9 @@ from typing import (
     Any,
     ClassVar,
     Dict,
-    Hashable,
-    Iterable,
     List,
     Literal,
     Mapping,
-    NamedTuple,
     Optional,
     Sequence,
     Set,
@@ -43,52 +40,14 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import _contract as contract
-from ._cache import BoundedCache
 from ._config import BackboneConfig
-from ._contract import FeatureInfo, InputLimits, Pair, check_input_size, output_size
+from ._contract import FeatureInfo, Pair, check_input_size, output_size
 from ._encoder import Encoder
 from ._fusion import Reparameterizable
 from ._layers import Projection, init_conv_weights
-from ._meta_device import eval_mode, meta_call
+from ._stage_checks import Stages, take_stages, verify_once
 
 __all__ = ["Backbone", "Stages"]
-
-
-class Stages(NamedTuple):
-    """What a family's ``build`` returns.
-
-    Attributes:
-        total: stages after the stem in the full family (the base builds up to the deepest wanted one).
-        built: the stem's record, then stage 1's, 2's, ..., each produced once its modules exist (a generator:
-            the base stops taking them after the deepest stage the configuration outputs).
-        limits: the input sizes the family takes (any size from 1 unless it says otherwise).
-    """
-
-    total: int
-    built: Iterable[FeatureInfo]
-    limits: InputLimits = InputLimits()
-
-
-class _VerifiedBuild(NamedTuple):
-    family: type
-    config: BackboneConfig
-    family_options: Tuple[Tuple[str, Hashable], ...]
-
-
-_VERIFIED: BoundedCache[_VerifiedBuild, bool] = BoundedCache(512)
-"""Configurations whose stages were checked: identical builds have identical stages."""
-
-
-def _verified_key(family: type, config: BackboneConfig, options: Mapping[str, Any]) -> Optional[_VerifiedBuild]:
-    """The cache key of a build, ``None`` when its options are unhashable (such a build is checked every time)."""
-    key = _VerifiedBuild(
-        family, replace(config, pretrained=False, frozen_stages=-1, norm_eval=False), tuple(sorted(options.items()))
-    )
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
 
 
 class Backbone(Encoder):
@@ -146,35 +105,12 @@ class Backbone(Encoder):
         self.reparameterized = 0
         self._begin_build()
         stages = self.build(self.config)
-        built = self._take_stages(stages)
+        built = take_stages(self, stages)
         self.init_weights()
         self._adopt(built, stages)
-        key = _verified_key(type(self), self.config, self.family_options)
-        if self.verify_at_build and (key is None or key not in _VERIFIED):
-            self._verify_stages()
-            if key is not None:
-                _VERIFIED.put(key, True)
+        if self.verify_at_build:
+            verify_once(self)
         self.train(True)
-
-    def _take_stages(self, stages: Stages) -> List[FeatureInfo]:
-        """The stage records up to the deepest wanted stage; the family's generator is closed there, so the stages
-        after it are never built."""
-        self.config.check_frozen_stages(stages.total)
-        last = self.config.last_stage(stages.total)
-        built: List[FeatureInfo] = []
-        records = iter(stages.built)
-        for info in records:
-            if info.index != len(built):
-                raise RuntimeError(f"{type(self).__name__}.build gave stage {info.index} after {len(built)} stages")
-            built.append(info)
-            if info.index == last:
-                break
-        close = getattr(records, "close", None)
-        if close is not None:
-            close()
-        if len(built) <= last:
-            raise RuntimeError(f"{type(self).__name__}.build gave {len(built)} stages; stage {last} is wanted")
-        return built
 
     def _adopt(self, built: List[FeatureInfo], stages: Stages) -> None:
         """Record the stages and limits, then add the adapter, dropout, freezing and the dtype marker."""
@@ -205,7 +141,14 @@ class Backbone(Encoder):
         """Called before ``build``: where a family base declares the containers its ``build`` fills."""
 
     def build(self, config: BackboneConfig) -> Stages:
-        """Create the stem; return the stages' records as they are built (see the module docstring)."""
+        """Create the stem; return the stages' records as they are built (see the module docstring).
+
+        Args:
+            config: the common options, ``in_channels`` resolved.
+
+        Returns:
+            The stage count and a generator of one :class:`FeatureInfo` per stage as each is built.
+        """
         raise NotImplementedError
 
     def init_weights(self) -> None:
@@ -214,50 +157,110 @@ class Backbone(Encoder):
             init_conv_weights(self, mode=self.conv_init)
 
     def forward_stages(self, x: Tensor) -> List[Tensor]:
-        """Outputs of stage 0 (stem) through the last built stage, ``[N, C_i, H_i, W_i]`` each."""
+        """Run the built stages (no input checks: :meth:`stage_outputs` checks).
+
+        Args:
+            x: ``[N, in_channels, H, W]``.
+
+        Returns:
+            Outputs of stage 0 (stem) through the last built stage, ``[N, C_i, ceil(H/sh_i), ceil(W/sw_i)]`` each.
+        """
         raise NotImplementedError
 
     def forward_stages_masked(self, x: Tensor, mask: Tensor) -> List[Tensor]:
-        """``forward_stages`` with a checked padding mask of ``x`` (families with attention override it)."""
+        """:meth:`forward_stages` with a padding mask (families with attention override it to mask padded tokens).
+
+        Args:
+            x: ``[N, in_channels, H, W]``.
+            mask: checked padding mask of ``x``: bool ``[N, H, W]`` (True = padding) or float ``[N, 1, H, W]``.
+
+        Returns:
+            The stage outputs, as :meth:`forward_stages`.
+        """
         return self.forward_stages(x)
 
     def input_conv(self) -> str:
-        """The conv whose input channels pretrained weights adapt: ``first_conv``, else the first ``nn.Conv2d``."""
+        """The conv whose input channels pretrained weights adapt.
+
+        Returns:
+            Its module name: ``first_conv``, else the first ``nn.Conv2d``'s (``""`` if there is none).
+        """
         if self.first_conv:
             return self.first_conv
         return next((name for name, module in self.named_modules() if isinstance(module, nn.Conv2d)), "")
 
     def checkpoint_key(self, key: str) -> Optional[str]:
-        """This model's name for a key of a foreign checkpoint layout; ``None`` drops it (a classifier head)."""
+        """This model's name for a key of a foreign checkpoint layout.
+
+        Args:
+            key: a checkpoint key, prefixes of the wrapping model already stripped.
+
+        Returns:
+            The key in this model's names, or ``None`` to drop it (the default drops ``classifier_keys``).
+        """
         return None if key.startswith(self.classifier_keys) else key
 
     def translate_checkpoint(self, state: Dict[str, Any]) -> Dict[str, Any]:
         """A whole checkpoint in this family's key layout, before the key-by-key :meth:`checkpoint_key` (timm models
-        translate timm's full-model keys here). The default returns it as it is."""
+        translate timm's full-model keys here).
+
+        Args:
+            state: the checkpoint's tensors by key.
+
+        Returns:
+            The tensors under this family's keys (the default returns ``state`` as it is).
+        """
         return state
 
     def mismatch_hint(self, missing: List[str], unexpected: List[str], mis_shaped: Sequence[str] = ()) -> str:
-        """A hint appended to a failed load's message (which option makes the keys fit, which family the file is
-        of); the keys are this backbone's names."""
+        """A hint appended to a failed load's message: which option makes the keys fit, which family the file is of.
+
+        Args:
+            missing: this backbone's keys the file lacks.
+            unexpected: the file's keys this backbone lacks (in this backbone's names).
+            mis_shaped: keys whose shapes differ.
+
+        Returns:
+            The hint, or ``""`` (the default).
+        """
         return ""
 
     def fusion_chains(self) -> List[nn.Module]:
-        """Containers besides ``nn.Sequential`` whose consecutive children run in order (for :meth:`fuse`)."""
+        """Containers besides ``nn.Sequential`` whose consecutive children run in order (for :meth:`fuse`).
+
+        Returns:
+            The containers (the default: none).
+        """
         return []
 
     def folded_norm_remainder(self, norm: nn.Module) -> nn.Module:
-        """What takes the place of a BatchNorm that :meth:`fuse` folded into its conv: ``nn.Identity`` (a family
-        whose norms also apply an activation keeps that)."""
+        """What takes the place of a BatchNorm that :meth:`fuse` folded into its conv.
+
+        Args:
+            norm: the folded BatchNorm.
+
+        Returns:
+            ``nn.Identity()`` (the default), or what of ``norm`` must stay (a norm that also applies an activation
+            keeps the activation).
+        """
         return nn.Identity()
 
     def reparameterizable(self) -> List[Reparameterizable]:
         """Multi-branch layers that :meth:`fuse` folds into one conv (PP-LCNetV3's learnable re-parameterisable
-        layers): every submodule that is :class:`~backbones.core.Reparameterizable`."""
+        layers).
+
+        Returns:
+            Every submodule that is :class:`~backbones.core.Reparameterizable`.
+        """
         return [module for module in self.modules() if isinstance(module, Reparameterizable)]
 
     def unbuilt_keys(self) -> Set[str]:
-        """State-dict keys of the family's full model that this one does not build (the stages after the deepest
-        wanted output): a checkpoint's tensors under them are ignored, not refused."""
+        """Keys of the family's full model that this one does not build: a checkpoint's tensors under them are
+        ignored, not refused.
+
+        Returns:
+            The state-dict keys of the stages after the deepest wanted output (empty when all are built).
+        """
         if len(self.feature_info) - 1 == self.num_stages:
             return set()
         native = replace(self.config, out_indices=None, out_channels=None, frozen_stages=-1, pretrained=False)
@@ -276,39 +279,33 @@ class Backbone(Encoder):
         except AttributeError:
             return self.get_parameter(name)
 
-    def _verify_stages(self) -> None:
-        """Each built stage's declared channels and ceil grid, checked at an odd size: a real forward of a zero image
-        (a few cells per stage: cheaper than the meta device), on the meta device when the weights are there."""
-        height, width = self.probe_size()
-        parameter = next(iter(self.parameters()), None)
-        with eval_mode(self), torch.no_grad():  # BatchNorm in training refuses one 1x1 sample (squeeze-excitation)
-            if parameter is None or parameter.is_meta:
-                x = torch.zeros(1, self.in_channels, height, width, device="meta")
-                outputs = meta_call(self, "forward_stages", x)
-            else:
-                x = torch.zeros(1, self.in_channels, height, width, device=parameter.device, dtype=parameter.dtype)
-                outputs = self.forward_stages(x)
-        for info, output in zip(self.feature_info, outputs):
-            wanted = (info.channels, *output_size(height, width, info.stride))
-            if tuple(output.shape[1:]) != wanted:
-                raise RuntimeError(
-                    f"{type(self).__name__} declares stage {info.index} ({info.name}) as [N, {info.channels}, "
-                    f"ceil(H/{info.stride[0]}), ceil(W/{info.stride[1]})] but computes {list(output.shape)} "
-                    f"for a {height}x{width} input"
-                )
-
     # -- the contract -------------------------------------------------------------------------------
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        """``[N, in_channels, H, W]`` -> ``[N, out_channels, ceil(H/sh), ceil(W/sw)]``.
+        """The encoder's one output.
 
-        ``mask``: an optional padding mask of ``x`` (bool ``[N, H, W]``, True = padding, or float ``[N, 1, H, W]``,
-        1 = valid); where ``attends_to_mask``, attention ignores the padded positions.
+        Args:
+            x: ``[N, in_channels, H, W]``, floating, in the weights' dtype, H and W within ``input_limits``.
+            mask: an optional padding mask of ``x``: bool ``[N, H, W]`` (True = padding) or float ``[N, 1, H, W]``
+                (1 = valid); where ``attends_to_mask``, attention ignores the padded positions.
+
+        Returns:
+            ``[N, out_channels, ceil(H/sh), ceil(W/sw)]``.
+
+        Raises:
+            TypeError, ValueError: ``x`` or ``mask`` is not what is allowed (the message names what was given).
         """
         return self.output_from(self.stage_outputs(x, mask))
 
     def output_from(self, stages: List[Tensor]) -> Tensor:
-        """The output for the stage outputs of one input (:meth:`stage_outputs`): the deepest wanted stage through
-        the dropout and the adapter (wrappers that also hand on the stages call this instead of ``forward``)."""
+        """The output from the stage outputs of one input: wrappers that also hand on the stages call this instead
+        of ``forward``.
+
+        Args:
+            stages: what :meth:`stage_outputs` returned.
+
+        Returns:
+            The deepest wanted stage through the dropout and the adapter, ``[N, out_channels, h, w]``.
+        """
         return self.adapters[0](self.dropout(stages[self.output_index]))
 
     def forward_outputs(self, x: Tensor, mask: Optional[Tensor] = None) -> List[Tensor]:
@@ -318,7 +315,18 @@ class Backbone(Encoder):
         return ["feature"]
 
     def stage_outputs(self, x: Tensor, mask: Optional[Tensor] = None) -> List[Tensor]:
-        """The native output of every built stage for a checked input (what the adapters read)."""
+        """The native output of every built stage, for a checked input (what the adapters read).
+
+        Args:
+            x: ``[N, in_channels, H, W]``.
+            mask: an optional padding mask of ``x`` (as :meth:`forward` takes it).
+
+        Returns:
+            ``[N, C_i, ceil(H/sh_i), ceil(W/sw_i)]`` for stage 0 (stem) through the last built stage.
+
+        Raises:
+            TypeError, ValueError: ``x`` or ``mask`` is not what is allowed.
+        """
         contract.check_input(x, self.in_channels, self.weights_dtype, self._size_bounds, self._size_reason)
         if mask is None:
             return self.forward_stages(x)
@@ -335,15 +343,32 @@ class Backbone(Encoder):
         return self.output_info[0].stride
 
     def output_size(self, height: int, width: int) -> Pair:
-        """``(ceil(H/sh), ceil(W/sw))`` without a forward pass."""
+        """The output's grid, without a forward pass.
+
+        Args:
+            height: input H.
+            width: input W.
+
+        Returns:
+            ``(ceil(H/sh), ceil(W/sw))``.
+
+        Raises:
+            ValueError: the size is outside ``input_limits``.
+        """
         check_input_size(height, width, self.input_limits)
         return output_size(height, width, self.output_info[0].stride)
 
     def downsample_mask(self, mask: Tensor) -> Tensor:
-        """Padding mask on the output grid, identical to ``mask[..., ::sh, ::sw]`` (dtype and layout kept).
+        """The padding mask on the output grid.
 
         Args:
             mask: bool ``[N, H, W]`` (True = padding) or float ``[N, 1, H, W]`` (1 = valid).
+
+        Returns:
+            ``mask[..., ::sh, ::sw]``, its dtype and layout kept.
+
+        Raises:
+            TypeError, ValueError: ``mask`` is not one of those layouts.
         """
         return contract.downsample_mask(mask, self.output_info[0].stride)
 

@@ -93,16 +93,38 @@ class BackboneConfig:
 
     @property
     def wants_weights(self) -> bool:
+        """Whether ``pretrained`` asks for weights (anything but ``False`` or ``None``)."""
         return self.pretrained not in (False, None)
 
     def plan(self, stem_stride: PairLike, native_strides: Sequence[PairLike]) -> StridePlan:
-        """Strides and dilations of the stages after a stem of ``stem_stride`` with these native strides."""
+        """Strides and dilations of the stages after the stem, from ``output_stride``, ``strides`` and ``dilate``.
+
+        Args:
+            stem_stride: the stem's stride, ``s`` or ``(sh, sw)``.
+            native_strides: each stage's native stride.
+
+        Returns:
+            The plan: the stem's stride and one :class:`~backbones.core.StagePlan` per stage.
+
+        Raises:
+            ValueError: the options ask for a stride the family cannot give (the message lists what it can).
+        """
         return plan_strides(
             stem_stride, native_strides, output_stride=self.output_stride, strides=self.strides, dilate=self.dilate
         )
 
     def out_indices_for(self, num_stages: int) -> Tuple[int, ...]:
-        """Stage indices to output (0 = stem, ``num_stages`` = last), validated and made non-negative."""
+        """The stage indices to output.
+
+        Args:
+            num_stages: stages after the stem in the family.
+
+        Returns:
+            ``out_indices`` made non-negative (0 = stem, ``num_stages`` = last); ``(num_stages,)`` when ``None``.
+
+        Raises:
+            ValueError: an index out of range, or indices not strictly increasing.
+        """
         if self.out_indices is None:
             return (num_stages,)
         resolved = []
@@ -118,10 +140,25 @@ class BackboneConfig:
         return tuple(resolved)
 
     def last_stage(self, num_stages: int) -> int:
-        """The deepest stage that must be built; the stages after it are pruned."""
+        """The deepest stage that must be built; the stages after it are pruned.
+
+        Args:
+            num_stages: stages after the stem in the family.
+
+        Returns:
+            The deepest wanted stage index.
+        """
         return self.out_indices_for(num_stages)[-1]
 
     def check_frozen_stages(self, num_stages: int) -> None:
+        """Check ``frozen_stages`` against the family's stage count.
+
+        Args:
+            num_stages: stages after the stem in the family.
+
+        Raises:
+            ValueError: ``frozen_stages`` is past the last stage.
+        """
         if self.frozen_stages > num_stages:
             raise ValueError(
                 f"frozen_stages must be in -1..{num_stages} (-1 = none, 0 = stem, i = stem and stages "

@@ -64,29 +64,67 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
     def forward_outputs(self, x: Tensor, mask: Optional[Tensor] = None) -> List[Tensor]:
-        """Every output, ``[N, C_i, ceil(H/sh_i), ceil(W/sw_i)]`` each (one for a :class:`Backbone`)."""
+        """Every output as a list, whatever the encoder type (what generic code calls).
+
+        Args:
+            x: ``[N, in_channels, H, W]``.
+            mask: an optional padding mask of ``x`` (bool ``[N, H, W]``, True = padding, or float ``[N, 1, H, W]``).
+
+        Returns:
+            ``[N, C_i, ceil(H/sh_i), ceil(W/sw_i)]`` per output (one for a :class:`Backbone`).
+        """
         raise NotImplementedError
 
     def output_names(self) -> List[str]:
-        """A name per output (ONNX's output names): ``feature``, or ``feature0``, ``feature1``, ... for several."""
+        """A name per output (ONNX's output names).
+
+        Returns:
+            ``["feature"]`` for one output, ``["feature0", "feature1", ...]`` for several.
+        """
         return [f"feature{i}" for i in range(len(self.output_info))]
 
     def output_sizes(self, height: int, width: int) -> List[Pair]:
-        """``(ceil(H/sh_i), ceil(W/sw_i))`` of every output, without a forward pass."""
+        """Every output's grid, without a forward pass.
+
+        Args:
+            height: input H.
+            width: input W.
+
+        Returns:
+            ``(ceil(H/sh_i), ceil(W/sw_i))`` per output.
+
+        Raises:
+            ValueError: the size is outside ``input_limits``.
+        """
         check_input_size(height, width, self.input_limits)
         return [output_size(height, width, info.stride) for info in self.output_info]
 
     def downsample_masks(self, mask: Tensor) -> List[Tensor]:
-        """The padding mask on every output's grid, identical to ``mask[..., ::sh_i, ::sw_i]`` (dtype and layout
-        kept): bool ``[N, H, W]`` (True = padding) or float ``[N, 1, H, W]`` (1 = valid)."""
+        """The padding mask on every output's grid.
+
+        Args:
+            mask: bool ``[N, H, W]`` (True = padding) or float ``[N, 1, H, W]`` (1 = valid).
+
+        Returns:
+            ``mask[..., ::sh_i, ::sw_i]`` per output, dtype and layout kept.
+        """
         return [downsample_mask(mask, info.stride) for info in self.output_info]
 
     def output_shape(self) -> Dict[str, FeatureInfo]:
-        """detectron2's ``output_shape()``: each output's stage name -> its channels and stride."""
+        """detectron2's ``output_shape()``.
+
+        Returns:
+            Each output's stage name -> its :class:`FeatureInfo` (channels after the adapter, stride).
+        """
         return {info.name: info for info in self.output_info}
 
     def record_weights(self, report: LoadReport, preprocess: Optional[Preprocess]) -> None:
-        """Note what a weight load did and how its weights want the input, here and on the stage backbone."""
+        """Note what a weight load did and how its weights want the input, here and on the stage backbone.
+
+        Args:
+            report: what was loaded, adapted, initialised and ignored.
+            preprocess: the loaded weights' normalisation, or ``None`` (a file without one).
+        """
         for encoder in (self, self.stage_backbone()):
             encoder.pretrained_report, encoder.preprocess = report, preprocess
 
@@ -101,7 +139,11 @@ class Encoder(nn.Module):
         return self.input_limits.max_size
 
     def probe_size(self) -> Pair:
-        """An odd input size (not a multiple of the deepest stride on either axis) for checks on one input."""
+        """An input size for checks on one input.
+
+        Returns:
+            ``(H, W)``, not a multiple of the deepest stride on either axis, within ``input_limits``.
+        """
         deepest, limits = self.feature_info[-1].stride, self.input_limits
         height, width = max(2 * deepest[0] + 1, limits.min_size), max(3 * deepest[1] + 1, limits.min_size)
         if limits.max_size is not None:
@@ -111,12 +153,15 @@ class Encoder(nn.Module):
     def fuse(self: E) -> E:
         """Fold multi-branch layers into one conv each (PP-LCNetV3's, as the original's ``rep()``), then every
         BatchNorm that directly follows a conv into that conv (body and ``conv_bn`` adapters), in place, for
-        inference; returns ``self``. The outputs stay within 1e-4 of their scale in float32 (a few
-        units of the dtype's rounding in half precision), checked on a probe input.
+        inference. The outputs stay within 1e-4 of their scale in float32 (a few units of the dtype's rounding in
+        half precision), checked on a probe input.
 
         Pre-activation BatchNorms (BN -> ReLU -> conv) have no conv to fold into and stay. The count is in
         ``folded_batchnorms`` (and the log). A fused model's state dict is not the unfused layout: the folded
         convs gain a bias and the BatchNorm keys are gone; save the unfused model's weights for training.
+
+        Returns:
+            ``self``, fused.
 
         Raises:
             RuntimeError: the model is in training mode (call ``eval()`` first: folding uses the running

@@ -93,8 +93,15 @@ class FeaturePyramid(Encoder):
         return self.backbone
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> List[Tensor]:
-        """``[N, in_channels, H, W]`` -> one ``[N, C_i, ceil(H/sh_i), ceil(W/sw_i)]`` per output (``mask`` as for
-        :meth:`Backbone.forward`)."""
+        """Every output.
+
+        Args:
+            x: ``[N, in_channels, H, W]``.
+            mask: an optional padding mask of ``x`` (as :meth:`Backbone.forward` takes it).
+
+        Returns:
+            One ``[N, C_i, ceil(H/sh_i), ceil(W/sw_i)]`` per output.
+        """
         stages = self.backbone.stage_outputs(x, mask)
         outputs: List[Tensor] = []
         for i, adapter in enumerate(self.adapters):
@@ -115,12 +122,26 @@ class FeaturePyramid(Encoder):
         return tuple(info.stride for info in self.output_info)
 
     def output_size(self, height: int, width: int) -> List[Pair]:
-        """``(ceil(H/sh_i), ceil(W/sw_i))`` of each output, without a forward pass (:meth:`output_sizes`)."""
+        """Each output's grid, without a forward pass (the same as :meth:`output_sizes`).
+
+        Args:
+            height: input H.
+            width: input W.
+
+        Returns:
+            ``(ceil(H/sh_i), ceil(W/sw_i))`` per output.
+        """
         return self.output_sizes(height, width)
 
     def downsample_mask(self, mask: Tensor) -> List[Tensor]:
-        """The padding mask on each output's grid, identical to ``mask[..., ::sh_i, ::sw_i]``
-        (:meth:`downsample_masks`)."""
+        """The padding mask on each output's grid (the same as :meth:`downsample_masks`).
+
+        Args:
+            mask: bool ``[N, H, W]`` (True = padding) or float ``[N, 1, H, W]`` (1 = valid).
+
+        Returns:
+            ``mask[..., ::sh_i, ::sw_i]`` per output.
+        """
         return self.downsample_masks(mask)
 
     def extra_repr(self) -> str:

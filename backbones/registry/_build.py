@@ -144,7 +144,18 @@ def _check_options(entry: BackboneEntry, family_kwargs: Dict[str, Any]) -> None:
 
 def build_on_meta(name: str, **kwargs: Any) -> Encoder:
     """``build_backbone`` on the meta device, in eval mode: no weight memory, no initialisation cost (shapes,
-    parameter counts and FLOPs only; ``pretrained`` is ignored, as shapes do not depend on weights)."""
+    parameter counts and FLOPs only).
+
+    Args:
+        name: a registered name or ``timm:<name>``.
+        **kwargs: ``build_backbone``'s options; ``pretrained`` is ignored, as shapes do not depend on weights.
+
+    Returns:
+        The :class:`~backbones.Backbone` or :class:`~backbones.FeaturePyramid`, its tensors on the meta device.
+
+    Raises:
+        UnknownBackboneError, TypeError, ValueError: as :func:`~backbones.build_backbone`.
+    """
     if kwargs.get("pretrained") not in (None, False):
         kwargs = {**kwargs, "pretrained": False}
     get_entry(name)  # an unknown name fails here, before anything is built

@@ -110,13 +110,20 @@ def register_backbone(
     """Decorator that registers ``fn(config: BackboneConfig, *, **options) -> Backbone`` under ``name``.
 
     A :class:`~backbones.Backbone` subclass can be registered as it is: its options are the keyword-only
-    parameters of its ``build``.
+    parameters of its ``__init__``.
 
     Args:
         name: the registered name; a duplicate is refused (:func:`unregister_backbone` first).
         family: the family's label (default: ``name``).
         description: one line (default: the first line of the builder's docstring).
         weights: published weight sources, e.g. ``(TorchvisionWeights("resnet50"), TimmWeights("resnet50"))``.
+
+    Returns:
+        The decorator; it returns the builder unchanged.
+
+    Raises:
+        TypeError: a family, description or weights of the wrong type, or a builder that is not callable.
+        ValueError: ``name`` is empty or holds ``:``, or is already registered (when the decorator is applied).
     """
     _check_name(name, "name")
     if family is not None and not isinstance(family, str):
@@ -147,7 +154,17 @@ def register_backbone(
 
 
 def unregister_backbone(name: str) -> BackboneEntry:
-    """Remove ``name`` from the table (test suites that register a family call this in their teardown)."""
+    """Remove ``name`` from the table (test suites that register a family call this in their teardown).
+
+    Args:
+        name: a registered name.
+
+    Returns:
+        The removed entry.
+
+    Raises:
+        UnknownBackboneError: ``name`` is not registered.
+    """
     with _LOCK:
         if name not in _TABLE:
             raise UnknownBackboneError(f"cannot unregister {name!r}: it is not registered")
@@ -157,7 +174,20 @@ def unregister_backbone(name: str) -> BackboneEntry:
 def register_namespace(
     prefix: str, resolve: Callable[[str], BackboneEntry], list_names: Callable[[Optional[str]], List[str]]
 ) -> Namespace:
-    """Make ``"<prefix>:<name>"`` resolve through ``resolve(name)``; ``list_names(pattern)`` lists names."""
+    """Make ``"<prefix>:<name>"`` resolve through ``resolve(name)`` (as ``timm:`` does).
+
+    Args:
+        prefix: the namespace, without the colon.
+        resolve: ``name -> BackboneEntry``, raising ``KeyError`` for names it does not know.
+        list_names: ``pattern or None -> names`` (without the prefix), for :func:`list_backbones`.
+
+    Returns:
+        The registered namespace.
+
+    Raises:
+        TypeError: ``resolve`` or ``list_names`` is not callable.
+        ValueError: ``prefix`` is empty or holds ``:``, or is already registered.
+    """
     _check_name(prefix, "prefix")
     for what, function in (("resolve", resolve), ("list_names", list_names)):
         if not callable(function):
@@ -170,7 +200,17 @@ def register_namespace(
 
 
 def unregister_namespace(prefix: str) -> Namespace:
-    """Remove the namespace ``prefix``."""
+    """Remove the namespace ``prefix``.
+
+    Args:
+        prefix: a registered namespace, without the colon.
+
+    Returns:
+        The removed namespace.
+
+    Raises:
+        UnknownBackboneError: ``prefix`` is not registered.
+    """
     with _LOCK:
         if prefix not in _NAMESPACES:
             raise UnknownBackboneError(f"cannot unregister namespace {prefix!r}: it is not registered")
@@ -183,9 +223,18 @@ def natural_key(name: str) -> Tuple[object, ...]:
 
 
 def list_backbones(pattern: Optional[str] = None) -> List[str]:
-    """Registered names in natural order; ``pattern`` is a shell-style wildcard such as ``"resnet*"``.
+    """Registered names in natural order (``resnet18`` before ``resnet101``).
 
-    A pattern with a namespace prefix lists that namespace: ``list_backbones("timm:convnext*")``.
+    Args:
+        pattern: a shell-style wildcard such as ``"resnet*"``; with a namespace prefix it lists that namespace:
+            ``list_backbones("timm:convnext*")``. ``None``: every registered name.
+
+    Returns:
+        The matching names.
+
+    Raises:
+        TypeError: ``pattern`` is not a string, or a namespace lists something else than names.
+        UnknownBackboneError: the pattern's namespace is not registered.
     """
     if pattern is not None and not isinstance(pattern, str):
         raise TypeError(f"pattern must be a shell-style string such as 'resnet*' or None, got {pattern!r}")
@@ -209,8 +258,18 @@ def _namespace_list() -> str:
 
 
 def get_entry(name: str) -> BackboneEntry:
-    """The entry for ``name`` (or ``"<prefix>:<name>"``); ``UnknownBackboneError`` (a ``KeyError``) suggests
-    close names."""
+    """The registry's entry for a name.
+
+    Args:
+        name: a registered name or ``"<prefix>:<name>"`` (``timm:convnext_atto``).
+
+    Returns:
+        Its :class:`~backbones.registry.BackboneEntry` (builder, family, options, description, weights).
+
+    Raises:
+        TypeError: ``name`` is not a string.
+        UnknownBackboneError: (a ``KeyError``) the name is not registered; the message suggests close names.
+    """
     if not isinstance(name, str):
         raise TypeError(f"name must be a string such as 'resnet50' or 'timm:convnext_atto', got {name!r}")
     table = _entries()

@@ -129,6 +129,12 @@ class SwapReport:
         return self.paths[0]
 
     def to_dict(self) -> Dict[str, Any]:
+        """The report as JSON-able data (what ``backbones swap --json`` prints).
+
+        Returns:
+            ``path``, ``paths``, ``old`` and ``new`` (each side's contract, params, GFLOPs, grids), ``arrangement``,
+            ``changes``, ``dry_run`` and ``skipped``.
+        """
         sides = {"old": self.old.to_dict(), "new": self.new.to_dict()}
         return {"path": self.path, "paths": list(self.paths), **sides, "arrangement": self.arrangement,
                 "changes": list(self.changes), "dry_run": self.dry_run, "skipped": dict(self.skipped)}  # fmt: skip
@@ -158,6 +164,12 @@ class SwapReport:
         it) into the model (strict, atomic); the old encoder's tensors are listed in the report's ``dropped``.
         Lightning ``state_dict`` containers and ``model.``/``module.``/LightningModule prefixes are found by matching
         the model's own keys.
+
+        Args:
+            checkpoint: a file (``.pth``, ``.ckpt``, ``.safetensors``) or a state dict of the model before the swap.
+
+        Returns:
+            What was loaded, and in ``dropped`` the old encoder's keys.
 
         Raises:
             WeightsMismatchError: a tensor outside the encoder is missing, unexpected or mis-shaped; the model is

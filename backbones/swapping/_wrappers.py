@@ -40,9 +40,22 @@ class MaskedEncoder(MaskedEncoderBase):
 
     @property
     def out_channels(self) -> int:
+        """Channels of the feature (the encoder's)."""
         return self.encoder.out_channels
 
     def forward(self, x: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
+        """The feature and its mask.
+
+        Args:
+            x: ``[N, C, H, W]``.
+            mask: bool/long ``[N, H, W]`` (True = padding) or float ``[N, 1, H, W]`` (1 = valid).
+
+        Returns:
+            ``(feature [N, C_out, h, w], mask[..., ::sh, ::sw])``, the mask in its own dtype and layout.
+
+        Raises:
+            TypeError, ValueError: ``mask`` is not one of those layouts or does not match ``x``.
+        """
         check_mask(mask, x)
         return self.encoder(x, mask), slice_mask(mask, self.stride)
 
