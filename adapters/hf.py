@@ -205,12 +205,8 @@ class BackbonesBackbone(BackboneMixin, PreTrainedModel):
             ``BackboneOutput(feature_maps=(one [N, C_i, ceil(H/s_i), ceil(W/s_i)] per out index), hidden_states,
             attentions=None)``, or its tuple.
         """
-        backbone = self.encoder.backbone
-        stages = backbone.stage_outputs(pixel_values)
-        maps = tuple(
-            adapter(backbone.dropout(stages[index]))
-            for index, adapter in zip(self.encoder.out_indices, self.encoder.adapters)
-        )
+        stages = self.encoder.backbone.stage_outputs(pixel_values)
+        maps: Tuple[Any, ...] = tuple(self.encoder.outputs_from(stages))  # transformers annotates tuple[Tensor]
         hidden = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         output = BackboneOutput(feature_maps=maps, hidden_states=tuple(stages) if hidden else None, attentions=None)
         use_dict = return_dict if return_dict is not None else self.config.return_dict

@@ -102,7 +102,18 @@ class FeaturePyramid(Encoder):
         Returns:
             One ``[N, C_i, ceil(H/sh_i), ceil(W/sw_i)]`` per output.
         """
-        stages = self.backbone.stage_outputs(x, mask)
+        return self.outputs_from(self.backbone.stage_outputs(x, mask))
+
+    def outputs_from(self, stages: List[Tensor]) -> List[Tensor]:
+        """The outputs from the stage outputs of one input: wrappers that also hand on the stages call this instead
+        of ``forward``.
+
+        Args:
+            stages: what ``backbone.stage_outputs`` returned.
+
+        Returns:
+            Each wanted stage through the dropout and its adapter, ``[N, C_i, h_i, w_i]``.
+        """
         outputs: List[Tensor] = []
         for i, adapter in enumerate(self.adapters):
             outputs.append(adapter(self.backbone.dropout(stages[self.out_indices[i]])))
